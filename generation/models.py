@@ -1,0 +1,237 @@
+"""Scenarios, generation runs, dialogues and their turns."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+
+class Side(models.TextChoices):
+    """The role a persona's turns take in exported training data."""
+
+    ASSISTANT = "assistant", "assistant"
+    USER = "user", "user"
+
+
+class Scenario(models.Model):
+    """Two personas, what they talk about, and when a dialogue stops."""
+
+    class TopicOrder(models.TextChoices):
+        SEQUENTIAL = "sequential", "One dialogue per topic, in order (cycled)"
+        SAMPLED = "sampled", "Sampled with the run's seed"
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    opening_instruction = models.TextField(
+        help_text="Sent to the opening persona as the first user message. "
+        "Placeholders: {topic}, {scenario}, {persona}, {partner}.",
+    )
+    topics = models.JSONField(default=list, help_text="A list of topics (strings).")
+    topic_order = models.CharField(
+        max_length=20, choices=TopicOrder.choices, default=TopicOrder.SEQUENTIAL
+    )
+    min_turns = models.PositiveSmallIntegerField(
+        default=2, validators=[MinValueValidator(1), MaxValueValidator(200)]
+    )
+    max_turns = models.PositiveSmallIntegerField(
+        default=8, validators=[MinValueValidator(1), MaxValueValidator(200)]
+    )
+    end_marker = models.CharField(
+        max_length=50,
+        default="<END>",
+        blank=True,
+        help_text="A persona ends the dialogue by writing this (it is stripped from the turn).",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(min_turns__lte=models.F("max_turns")), name="scenario_min_le_max_turns"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Persona(models.Model):
+    """One of a scenario's two speakers. Position 0 or 1; `opens` marks who speaks first."""
+
+    scenario = models.ForeignKey(Scenario, on_delete=models.CASCADE, related_name="personas")
+    position = models.PositiveSmallIntegerField(validators=[MaxValueValidator(1)])
+    name = models.CharField(max_length=100)
+    side = models.CharField(max_length=10, choices=Side.choices)
+    system_prompt = models.TextField()
+    model = models.CharField(
+        max_length=200, blank=True, help_text="Empty: SYNTHREVIEW_LLM_MODEL or the run's override."
+    )
+    temperature = models.FloatField(
+        default=0.7, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)]
+    )
+    max_tokens = models.PositiveIntegerField(
+        default=512, validators=[MinValueValidator(1), MaxValueValidator(32_768)]
+    )
+    opens = models.BooleanField(default=False, help_text="This persona speaks first.")
+
+    class Meta:
+        ordering = ["scenario", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["scenario", "position"], name="persona_unique_position")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.side})"
+
+
+class GenerationRun(models.Model):
+    """A request for N dialogues of one scenario, and its live counters."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        FINISHED = "finished", "Finished"
+        FINISHED_WITH_FAILURES = "finished_with_failures", "Finished with failures"
+        CANCELLED = "cancelled", "Cancelled"
+        FAILED = "failed", "Failed"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+
+    scenario = models.ForeignKey(Scenario, on_delete=models.PROTECT, related_name="runs")
+    status = models.CharField(
+        max_length=30, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    requested_count = models.PositiveIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(100_000)]
+    )
+    provider = models.CharField(max_length=20, help_text="demo or openai, fixed at launch.")
+    model_override = models.CharField(max_length=200, blank=True)
+    temperature_override = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)]
+    )
+    max_in_flight = models.PositiveIntegerField(
+        default=64, validators=[MinValueValidator(1), MaxValueValidator(10_000)]
+    )
+    seed = models.BigIntegerField(default=0)
+    done_count = models.PositiveIntegerField(default=0)
+    failed_count = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Run #{self.pk} · {self.scenario} · {self.requested_count} dialogues"
+
+    def get_absolute_url(self) -> str:
+        return reverse("generation:run_detail", args=[self.pk])
+
+
+class Dialogue(models.Model):
+    """One generated conversation. Generation state and the worker lease live here."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        GENERATING = "generating", "Generating"
+        COMPLETE = "complete", "Complete"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    run = models.ForeignKey(GenerationRun, on_delete=models.CASCADE, related_name="dialogues")
+    scenario = models.ForeignKey(Scenario, on_delete=models.PROTECT, related_name="dialogues")
+    index = models.PositiveIntegerField(help_text="Position within the run.")
+    topic = models.CharField(max_length=500)
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    stop_reason = models.CharField(max_length=200, blank=True)
+    failure_reason = models.TextField(blank=True)
+    # A worker holds the lease while generating; an expired lease means the worker died.
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    # Regenerating from turn k sets this to k + 1 and generation continues from there.
+    resume_from = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "index"], name="dialogue_unique_run_index")
+        ]
+
+    def __str__(self) -> str:
+        return f"Dialogue #{self.pk} · {self.topic}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("review:dialogue", args=[self.pk])
+
+
+class Turn(models.Model):
+    """One message. `original_text` is what the model wrote and never changes; `text` is current.
+
+    Turns discarded by a regeneration keep their rows (with `discarded_at`) so the history shows
+    what the model said before; only live turns must have unique positions.
+    """
+
+    class Warning(models.TextChoices):
+        EMPTY = "empty", "Empty output"
+        TRUNCATED = "truncated", "Truncated (hit max tokens)"
+        ROLE_FLIP = "role_flip", "Role flip (spoke as the other persona)"
+        REPETITION = "repetition", "Repeats an earlier turn"
+        LOOP = "loop", "Closing loop (thanks/goodbye exchange)"
+
+    dialogue = models.ForeignKey(Dialogue, on_delete=models.CASCADE, related_name="turns")
+    position = models.PositiveIntegerField()
+    persona = models.ForeignKey(Persona, on_delete=models.PROTECT, related_name="+")
+    side = models.CharField(max_length=10, choices=Side.choices)
+    original_text = models.TextField()
+    text = models.TextField()
+    version = models.PositiveIntegerField(default=1)
+    model = models.CharField(max_length=200, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    finish_reason = models.CharField(max_length=50, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    discarded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["dialogue", "position", "created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dialogue", "position"],
+                condition=Q(discarded_at__isnull=True),
+                name="turn_unique_live_position",
+            )
+        ]
+        indexes = [models.Index(fields=["dialogue", "position"], name="turn_dialogue_position")]
+
+    def __str__(self) -> str:
+        return f"Turn {self.position} of dialogue {self.dialogue_id}"
+
+    @property
+    def is_corrected(self) -> bool:
+        return self.text != self.original_text

@@ -1,0 +1,177 @@
+"""Review state: claims, verdicts, flags, corrections (revisions) and dataset exports."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from generation.models import Dialogue, Turn
+
+REVIEWER_GROUP = "Reviewer"
+
+
+class DialogueReview(models.Model):
+    """A dialogue's review state: who holds it now and the verdict.
+
+    Created on first touch (see `review.services.review_for`), so dialogues generated before
+    anybody looked at them need no row. `version` increases on every verdict change and is the
+    optimistic-concurrency token for approve/reject/reopen.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Awaiting review"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+
+    dialogue = models.OneToOneField(
+        Dialogue, on_delete=models.CASCADE, primary_key=True, related_name="review"
+    )
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="claimed_reviews",
+    )
+    claim_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="decided_reviews",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    reason = models.TextField(blank=True)
+    version = models.PositiveIntegerField(default=1)
+
+    def __str__(self) -> str:
+        return f"Review of dialogue {self.dialogue_id}: {self.status}"
+
+    def claim_is_active(self, now=None) -> bool:
+        now = now or timezone.now()
+        return bool(self.claimed_by_id and self.claim_expires_at and self.claim_expires_at > now)
+
+
+class ReviewEvent(models.Model):
+    """Audit trail of a dialogue's review: claims, verdicts, reopenings, regenerations."""
+
+    class Kind(models.TextChoices):
+        CLAIM = "claim", "Claimed"
+        RELEASE = "release", "Released"
+        APPROVE = "approve", "Approved"
+        REJECT = "reject", "Rejected"
+        REOPEN = "reopen", "Reopened"
+        REGENERATE = "regenerate", "Regenerated"
+
+    dialogue = models.ForeignKey(Dialogue, on_delete=models.CASCADE, related_name="review_events")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+
+class Flag(models.Model):
+    """A reviewer's mark on one turn. Approval needs every flag resolved."""
+
+    class Category(models.TextChoices):
+        FACTUAL = "factual", "Factual error"
+        REASONING = "reasoning", "Reasoning error"
+        OFF_TOPIC = "off_topic", "Off-topic"
+        ROLE_BREAK = "role_break", "Role break"
+        UNSAFE = "unsafe", "Unsafe"
+        TONE = "tone", "Tone"
+        OTHER = "other", "Other"
+
+    class Resolution(models.TextChoices):
+        OPEN = "open", "Open"
+        CORRECTED = "corrected", "Corrected"
+        DISMISSED = "dismissed", "Dismissed"
+
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="flags")
+    category = models.CharField(max_length=20, choices=Category.choices)
+    note = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    resolution = models.CharField(
+        max_length=20, choices=Resolution.choices, default=Resolution.OPEN, db_index=True
+    )
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    dismiss_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+
+class TurnRevision(models.Model):
+    """One change to a turn's text: who, when, before and after. Never edited or deleted."""
+
+    class Kind(models.TextChoices):
+        EDIT = "edit", "Edit"
+        REVERT = "revert", "Revert to original"
+
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="revisions")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.EDIT)
+    before = models.TextField()
+    after = models.TextField()
+    version = models.PositiveIntegerField(help_text="The turn's version after this change.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+
+class DatasetExport(models.Model):
+    """A recorded export: who, when, filters, format, counts, checksum and the file itself."""
+
+    class Format(models.TextChoices):
+        OPENAI = "openai", "OpenAI chat JSONL"
+        SHAREGPT = "sharegpt", "ShareGPT JSONL"
+        DPO = "dpo", "DPO preference pairs (TRL) JSONL"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    format = models.CharField(max_length=20, choices=Format.choices)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    filters = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    total_count = models.PositiveIntegerField(default=0, help_text="Dialogues to write.")
+    progress_count = models.PositiveIntegerField(default=0)
+    exported_count = models.PositiveIntegerField(default=0)
+    skipped_count = models.PositiveIntegerField(default=0)
+    record_count = models.PositiveIntegerField(default=0, help_text="Lines written.")
+    sha256 = models.CharField(max_length=64, blank=True)
+    file = models.FileField(upload_to="exports/", blank=True)
+    manifest = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Export #{self.pk} ({self.format}, {self.status})"

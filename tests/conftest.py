@@ -1,0 +1,96 @@
+"""Shared fixtures, and the rule for tests that need real services.
+
+Tests marked `postgres`, `redis`, `worker` or `browser` skip with a visible reason when the
+service is missing, and fail instead when SYNTHREVIEW_REQUIRE_SERVICES=1 (CI sets it), so a CI
+run can never pass by skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from functools import cache
+
+import pytest
+from django.conf import settings
+
+from tests.factories import UserFactory
+
+REQUIRE_SERVICES = os.environ.get("SYNTHREVIEW_REQUIRE_SERVICES", "") in {"1", "true", "yes"}
+CHROMIUM = os.environ.get("SYNTHREVIEW_CHROMIUM", "/usr/bin/chromium")
+
+
+@cache
+def _postgres_missing() -> str | None:
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        return "PostgreSQL not configured (set DATABASE_URL=postgres://...)"
+    return None
+
+
+@cache
+def _redis_missing() -> str | None:
+    url = settings.CELERY_BROKER_URL
+    if not url:
+        return "Redis broker not configured (set CELERY_BROKER_URL=redis://...)"
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except Exception as exc:  # any failure means "not usable here"
+        return f"Redis at {url} not reachable: {exc}"
+    return None
+
+
+@cache
+def _browser_missing() -> str | None:
+    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
+        return f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "Python Playwright not installed"
+    return None
+
+
+_CHECKS = {
+    "postgres": (_postgres_missing,),
+    "redis": (_redis_missing,),
+    "worker": (_postgres_missing, _redis_missing),
+    "browser": (_browser_missing,),
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Production serves hashed files from collectstatic's manifest; tests read static/ directly.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker, checks in _CHECKS.items():
+        if item.get_closest_marker(marker) is None:
+            continue
+        for check in checks:
+            reason = check()
+            if reason is None:
+                continue
+            if REQUIRE_SERVICES:
+                pytest.fail(f"[{marker}] required by SYNTHREVIEW_REQUIRE_SERVICES=1: {reason}")
+            pytest.skip(f"[{marker}] {reason}")
+
+
+@pytest.fixture
+def user(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def reviewer(db):
+    return UserFactory(reviewer=True)
+
+
+@pytest.fixture
+def admin_user(db):
+    return UserFactory(reviewer=True, is_staff=True, is_superuser=True)
