@@ -1,0 +1,88 @@
+"""Project-level checks: settings read from the environment, deploy checks, docker-compose."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SETTINGS_SOURCE = (ROOT / "synthreview" / "settings.py").read_text()
+# Every variable settings.py reads, through its env_* helpers or os.environ.
+SETTINGS_VARS = set(re.findall(r'env_\w+\(\s*"([A-Z0-9_]+)"', SETTINGS_SOURCE)) | set(
+    re.findall(r'os\.environ(?:\.get)?[\[(]"([A-Z0-9_]+)"', SETTINGS_SOURCE)
+)
+PRODUCTION_ENV = {
+    "SECRET_KEY": "p" * 20 + "r0duct10n-l1ke-k3y-w1th-enough-entr0py-XYZ",
+    "ALLOWED_HOSTS": "synthreview.example.org",
+    "SECURE_SSL_REDIRECT": "1",
+    "SECURE_HSTS_SECONDS": "31536000",
+    "SECURE_HSTS_PRELOAD": "1",
+}
+
+
+def run_django(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARS}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "SECRET_KEY is required when DEBUG is off"),
+        ({"DEBUG": "maybe"}, "DEBUG must be a boolean"),
+        ({"DEBUG": "1", "DATABASE_URL": "mysql://x/y"}, "DATABASE_URL must be a URL with scheme"),
+        ({"DEBUG": "1", "CELERY_BROKER_URL": "amqp://x"}, "CELERY_BROKER_URL must be a URL"),
+        ({"DEBUG": "1", "OPENAI_BASE_URL": "localhost:8000"}, "OPENAI_BASE_URL must be a URL"),
+        ({"DEBUG": "1", "SYNTHREVIEW_LLM_TIMEOUT": "soon"}, "SYNTHREVIEW_LLM_TIMEOUT must be"),
+        ({"DEBUG": "1", "SYNTHREVIEW_CLAIM_MINUTES": "0"}, "SYNTHREVIEW_CLAIM_MINUTES must be at"),
+    ],
+)
+def test_bad_settings_fail_at_startup_naming_the_variable(env, message):
+    result = run_django(env, "check")
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert message in result.stderr
+
+
+def test_deploy_check_passes_with_production_like_environment():
+    result = run_django(PRODUCTION_ENV, "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_migrations_are_committed():
+    result = run_django({"DEBUG": "1"}, "makemigrations", "--check", "--dry-run")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_services_use_only_variables_settings_reads():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"postgres", "redis", "web", "worker"} <= set(services)
+    for name in ("web", "worker"):
+        service = services[name]
+        assert service["build"] == "."
+        unknown = set(service["environment"]) - SETTINGS_VARS
+        assert not unknown, f"{name} sets variables settings.py never reads: {unknown}"
+        assert service["environment"]["DATABASE_URL"].startswith("postgres://")
+        assert service["environment"]["CELERY_BROKER_URL"].startswith("redis://")
+    assert "migrate" in services["web"]["command"]
+    assert "celery -A synthreview worker" in services["worker"]["command"]
+
+
+def test_readme_documents_every_setting():
+    readme = (ROOT / "README.md").read_text()
+    missing = sorted(var for var in SETTINGS_VARS if f"`{var}`" not in readme)
+    assert not missing, f"README does not document: {missing}"
