@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from django.conf import settings
 from django.http import HttpRequest
+
+from .llm import current_provider
 
 
 def llm_provider(request: HttpRequest) -> dict[str, object]:
     """Lets every page say when dialogues come from the offline demo provider."""
-    return {"llm_is_demo": settings.SYNTHREVIEW_LLM_PROVIDER == "demo"}
+    return {"llm_is_demo": current_provider() == "demo"}

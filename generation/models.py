@@ -168,6 +168,14 @@ class Dialogue(models.Model):
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
     attempts = models.PositiveIntegerField(default=0)
+    # Set when the dialogue's task is enqueued; a run keeps at most max_in_flight dispatched.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    # Usage of turns saved since the last roll-up into the run's totals. Each turn adds here
+    # (a row only this dialogue's worker writes); the run's shared row is updated once per
+    # dialogue, so hundreds of threads do not queue on one row lock.
+    pending_prompt_tokens = models.PositiveIntegerField(default=0)
+    pending_completion_tokens = models.PositiveIntegerField(default=0)
+    pending_cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
     # Regenerating from turn k sets this to k + 1 and generation continues from there.
     resume_from = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -213,6 +221,9 @@ class Turn(models.Model):
     completion_tokens = models.PositiveIntegerField(default=0)
     latency_ms = models.PositiveIntegerField(default=0)
     finish_reason = models.CharField(max_length=50, blank=True)
+    retries = models.PositiveSmallIntegerField(
+        default=0, help_text="Transient LLM errors retried before this turn came back."
+    )
     warnings = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)

@@ -79,6 +79,9 @@ class ReviewEvent(models.Model):
     class Meta:
         ordering = ["created_at", "pk"]
 
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} on dialogue {self.dialogue_id}"
+
 
 class Flag(models.Model):
     """A reviewer's mark on one turn. Approval needs every flag resolved."""
@@ -116,6 +119,9 @@ class Flag(models.Model):
     class Meta:
         ordering = ["created_at", "pk"]
 
+    def __str__(self) -> str:
+        return f"{self.get_category_display()} flag on turn {self.turn_id} ({self.resolution})"
+
 
 class TurnRevision(models.Model):
     """One change to a turn's text: who, when, before and after. Never edited or deleted."""
@@ -137,6 +143,9 @@ class TurnRevision(models.Model):
     class Meta:
         ordering = ["created_at", "pk"]
 
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} of turn {self.turn_id} (v{self.version})"
+
 
 class DatasetExport(models.Model):
     """A recorded export: who, when, filters, format, counts, checksum and the file itself."""
@@ -152,9 +161,20 @@ class DatasetExport(models.Model):
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
 
+    class Source(models.TextChoices):
+        ADMIN = "admin", "Admin"
+        CLI = "cli", "Command line"
+
     format = models.CharField(max_length=20, choices=Format.choices)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     filters = models.JSONField(default=dict, blank=True)
+    include_system = models.BooleanField(default=True)
+    scrub_pii = models.BooleanField(default=False)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.ADMIN)
+    output_path = models.CharField(
+        max_length=1000, blank=True, help_text="Where the command line also wrote the file."
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -175,3 +195,35 @@ class DatasetExport(models.Model):
 
     def __str__(self) -> str:
         return f"Export #{self.pk} ({self.format}, {self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)
+
+    @property
+    def progress_percent(self) -> int:
+        if self.status == self.Status.DONE:
+            return 100
+        return min(100, self.progress_count * 100 // self.total_count) if self.total_count else 0
+
+    def mark_done(self, *, file_name: str, sha256: str, manifest: dict, **counts: int) -> None:
+        """Record a finished file. Only called once the file is complete under its final name,
+        so a record that says done always has its file."""
+        self.status = self.Status.DONE
+        self.file.name = file_name
+        self.sha256 = sha256
+        self.manifest = manifest
+        self.error = ""
+        self.finished_at = timezone.now()
+        for name, value in counts.items():
+            setattr(self, name, value)
+        self.progress_count = self.total_count
+        self.save()
+
+    def mark_failed(self, error: str) -> None:
+        """Record why an export produced no file (nothing to export, disk full, ...)."""
+        self.status = self.Status.FAILED
+        self.error = error
+        self.file.name = ""
+        self.finished_at = timezone.now()
+        self.save(update_fields=["status", "error", "file", "finished_at"])

@@ -272,11 +272,64 @@ SYNTHREVIEW_LLM_MODEL = env_str("SYNTHREVIEW_LLM_MODEL", "gpt-4o-mini")
 SYNTHREVIEW_LLM_PROVIDER = "openai" if (OPENAI_BASE_URL or OPENAI_API_KEY) else "demo"
 SYNTHREVIEW_LLM_TIMEOUT = env_float("SYNTHREVIEW_LLM_TIMEOUT", 60.0, minimum=0.1)
 SYNTHREVIEW_LLM_MAX_RETRIES = env_int("SYNTHREVIEW_LLM_MAX_RETRIES", 5, minimum=0)
+# Backoff before retry n: uniform in [c/2, c] with c = min(MAX, BASE * 2**(n-1)); Retry-After wins.
+SYNTHREVIEW_LLM_RETRY_BASE_SECONDS = env_float("SYNTHREVIEW_LLM_RETRY_BASE_SECONDS", 1.0, minimum=0)
+SYNTHREVIEW_LLM_RETRY_MAX_SECONDS = env_float("SYNTHREVIEW_LLM_RETRY_MAX_SECONDS", 30.0, minimum=0)
+
+
+def env_model_prices(name: str) -> dict[str, tuple[float, float]]:
+    """JSON {"model": [usd_per_1M_input, usd_per_1M_output], ...}, merged over the defaults."""
+    import json
+
+    prices = {
+        "gpt-4o-mini": (0.15, 0.60),
+        "gpt-4o": (2.50, 10.00),
+        "gpt-4.1-mini": (0.40, 1.60),
+        "gpt-4.1": (2.00, 8.00),
+        "demo-scripted": (0.0, 0.0),
+    }
+    raw = env_str(name)
+    if not raw:
+        return prices
+    try:
+        parsed = json.loads(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise ImproperlyConfigured(f'{name} must be a JSON object like {{"model": [0.15, 0.6]}}')
+    for model, pair in parsed.items():
+        if (
+            not isinstance(pair, list | tuple)
+            or len(pair) != 2
+            or not all(isinstance(p, int | float) and not isinstance(p, bool) and p >= 0 for p in pair)
+        ):
+            raise ImproperlyConfigured(
+                f"{name}[{model!r}] must be [input, output] USD per 1M tokens (two numbers >= 0), "
+                f"got {pair!r}"
+            )
+        prices[str(model)] = (float(pair[0]), float(pair[1]))
+    return prices
+
+
+SYNTHREVIEW_MODEL_PRICES = env_model_prices("SYNTHREVIEW_MODEL_PRICES")
+# Worker recovery. A generating worker renews its dialogue leases every LEASE/4 seconds; a lease
+# that expires means the worker died, and the sweep (every SWEEP seconds in every worker)
+# re-enqueues the dialogue: a dead worker's dialogues resume within LEASE + SWEEP seconds.
+SYNTHREVIEW_LEASE_SECONDS = env_int("SYNTHREVIEW_LEASE_SECONDS", 60, minimum=5)
+SYNTHREVIEW_SWEEP_SECONDS = env_int("SYNTHREVIEW_SWEEP_SECONDS", 20, minimum=1)
+# A dispatched dialogue whose task has not started after this long is enqueued again (its
+# message may sit in a dead worker's prefetch until the broker's visibility timeout).
+SYNTHREVIEW_DISPATCH_STALE_SECONDS = env_int("SYNTHREVIEW_DISPATCH_STALE_SECONDS", 300, minimum=10)
 
 # --- Review ----------------------------------------------------------------------------------------
 
 SYNTHREVIEW_CLAIM_MINUTES = env_int("SYNTHREVIEW_CLAIM_MINUTES", 30, minimum=1)
 SYNTHREVIEW_MAX_CORRECTION_CHARS = env_int("SYNTHREVIEW_MAX_CORRECTION_CHARS", 20_000, minimum=1)
+
+# --- Export ----------------------------------------------------------------------------------------
+# Admin exports of more approved dialogues than this run in a Celery task (when a broker is
+# configured) so they never tie up a web worker; smaller ones finish within the request.
+SYNTHREVIEW_EXPORT_INLINE_MAX = env_int("SYNTHREVIEW_EXPORT_INLINE_MAX", 2000, minimum=0)
 
 LOGGING = {
     "version": 1,

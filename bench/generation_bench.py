@@ -1,0 +1,194 @@
+"""Generation throughput benchmark: one threads-pool worker against the fake OpenAI server.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench \\
+    CELERY_BROKER_URL=redis://127.0.0.1:6379/3 SECRET_KEY=bench \\
+    .venv/bin/python bench/generation_bench.py --dialogues 500 --turns 6 --latency 0.5 \\
+        --in-flight 64 256
+
+For each in-flight limit: a run of N dialogues x T turns with max_in_flight = the limit, and a
+worker started with `--pool threads --concurrency <limit>`. Reports dialogues/min, turns/s,
+efficiency = turns/s / (in_flight / latency), per-turn overhead (time between a dialogue's
+consecutive turns minus the LLM call's own latency: database writes, lease renewal, task
+hand-off), and the worker's peak RSS. Not a test: figures go to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "synthreview.settings")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dialogues", type=int, default=500)
+    parser.add_argument("--turns", type=int, default=6)
+    parser.add_argument("--latency", type=float, default=0.5)
+    parser.add_argument("--in-flight", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--port", type=int, default=0, help="Fake server port (0: a free one).")
+    args = parser.parse_args()
+
+    if not os.environ.get("DATABASE_URL") or not os.environ.get("CELERY_BROKER_URL"):
+        sys.exit("Set DATABASE_URL (PostgreSQL) and CELERY_BROKER_URL (Redis).")
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "tests.tooling.fake_openai", "--port", str(args.port),
+         "--latency", str(args.latency)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert fake.stdout is not None
+    banner = fake.stdout.readline()  # "fake OpenAI server on http://127.0.0.1:PORT/v1 ..."
+    if "server on" not in banner:
+        sys.exit(f"fake server did not start: {banner}{fake.stdout.read()}")
+    fake_url = banner.split(" on ")[1].split()[0]
+    os.environ["OPENAI_BASE_URL"] = fake_url
+    os.environ.setdefault("OPENAI_API_KEY", "")
+
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+    try:
+        print(f"{os.cpu_count()} CPUs; {args.dialogues} dialogues x {args.turns} turns; "
+              f"latency {args.latency}s")  # fmt: skip
+        for limit in args.in_flight:
+            report(measure(limit, args, fake_url))
+    finally:
+        fake.terminate()
+        fake.wait(10)
+
+
+def measure(limit: int, args, fake_url: str) -> dict[str, float]:
+    from django.conf import settings
+    from django.db import connection
+
+    from generation import services
+    from generation.models import GenerationRun, Persona, Scenario, Side, Turn
+    from tests.tooling.workers import CeleryWorker, unique_queue
+
+    queue = unique_queue("bench")
+    settings.CELERY_TASK_DEFAULT_QUEUE = queue
+    scenario, _ = Scenario.objects.update_or_create(
+        slug="bench",
+        defaults={
+            "name": "Benchmark",
+            "opening_instruction": "Talk about {topic}.",
+            "topics": ["alpha", "beta", "gamma"],
+            "min_turns": args.turns,
+            "max_turns": args.turns,
+            "end_marker": "",
+        },
+    )
+    for position, side in ((0, Side.ASSISTANT), (1, Side.USER)):
+        Persona.objects.update_or_create(
+            scenario=scenario, position=position,
+            defaults={"name": f"P{position}", "side": side, "opens": position == 1,
+                      "system_prompt": "You are a benchmark persona.", "model": "fake-model"},
+        )  # fmt: skip
+    worker = CeleryWorker(
+        queue=queue, pool="threads", concurrency=limit,
+        env={"OPENAI_BASE_URL": fake_url, "LOG_LEVEL": "WARNING",
+             "DATABASE_URL": os.environ["DATABASE_URL"]},
+    )  # fmt: skip
+    worker.start()
+    try:
+        run = services.run_launch(scenario=scenario, count=args.dialogues, max_in_flight=limit)
+        peak_rss = 0
+        while True:
+            run.refresh_from_db()
+            peak_rss = max(peak_rss, rss_kib(worker.pid))
+            if run.status not in GenerationRun.ACTIVE_STATUSES:
+                break
+            time.sleep(0.5)
+        peak_rss = max(peak_rss, hwm_kib(worker.pid))
+        cpu_seconds = cpu_seconds_of(worker.pid)
+    finally:
+        worker.stop()
+        connection.close()
+    turns = list(
+        Turn.objects.filter(dialogue__run=run)
+        .order_by("dialogue_id", "position")
+        .values_list("dialogue_id", "created_at", "latency_ms")
+    )
+    first = min(t[1] for t in turns)
+    last = max(t[1] for t in turns)
+    # The first turns complete one latency after dispatch: count the span from launch.
+    span = (
+        (last - run.started_at).total_seconds()
+        if run.started_at
+        else (last - first).total_seconds()
+    )
+    overheads = []
+    for previous, current in zip(turns, turns[1:], strict=False):
+        if previous[0] == current[0]:
+            gap_ms = (current[1] - previous[1]).total_seconds() * 1000
+            overheads.append(gap_ms - current[2])
+    turns_per_s = len(turns) / span
+    ceiling = limit / args.latency
+    return {
+        "in_flight": limit,
+        "status": run.status,
+        "dialogues": run.done_count,
+        "failed": run.failed_count,
+        "turns": len(turns),
+        "seconds": span,
+        "dialogues_per_min": run.done_count / span * 60,
+        "turns_per_s": turns_per_s,
+        "efficiency": turns_per_s / ceiling,
+        "overhead_median_ms": statistics.median(overheads),
+        "overhead_p95_ms": statistics.quantiles(overheads, n=20)[18],
+        "llm_latency_median_ms": statistics.median(t[2] for t in turns),
+        "peak_rss_mib": peak_rss / 1024,
+        "worker_cpu_ms_per_turn": cpu_seconds * 1000 / max(1, len(turns)),
+        "worker_cpu_share": cpu_seconds / span,
+    }
+
+
+def cpu_seconds_of(pid: int) -> float:
+    """User + system CPU time of a process (the threads pool runs in one process)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    return _status_field(pid, "VmRSS:")
+
+
+def hwm_kib(pid: int) -> int:
+    return _status_field(pid, "VmHWM:")
+
+
+def _status_field(pid: int, name: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(name):
+                return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+def report(r: dict) -> None:
+    print(
+        f"in flight {r['in_flight']:>4}: {r['dialogues']} dialogues ({r['failed']} failed, {r['status']}), "
+        f"{r['turns']} turns in {r['seconds']:.1f}s -> {r['dialogues_per_min']:.0f} dialogues/min, "
+        f"{r['turns_per_s']:.1f} turns/s, efficiency {r['efficiency']:.1%}; per-turn overhead "
+        f"median {r['overhead_median_ms']:.0f} ms (p95 {r['overhead_p95_ms']:.0f} ms); "
+        f"LLM latency median {r['llm_latency_median_ms']:.0f} ms; worker peak RSS {r['peak_rss_mib']:.0f} MiB; "
+        f"worker CPU {r['worker_cpu_ms_per_turn']:.1f} ms/turn ({r['worker_cpu_share']:.0%} of a core)",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The provider-neutral request/result types and the error split the retry loop relies on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat completion call, as a persona sees the conversation.
+
+    `context` carries what the offline demo provider needs to stay on script (scenario slug,
+    topic, speaker position...); HTTP providers ignore it.
+    """
+
+    model: str
+    messages: list[dict[str, str]]
+    temperature: float
+    max_tokens: int
+    context: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    latency_ms: int = 0
+
+
+class LLMError(Exception):
+    """A call that produced no usable result. `reason` is written for an admin to read."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TransientLLMError(LLMError):
+    """Worth retrying: rate limits, 5xx, timeouts, dropped connections, malformed bodies."""
+
+    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class PermanentLLMError(LLMError):
+    """Retrying cannot help (bad key, unknown model, rejected request): fail the dialogue."""
+
+
+class LLMClient(Protocol):
+    provider: str
+
+    def complete(self, request: ChatRequest) -> ChatResult: ...

@@ -1,0 +1,119 @@
+"""The official `openai` SDK against any OpenAI-compatible server (OpenAI, vLLM, Ollama...)."""
+
+from __future__ import annotations
+
+import email.utils
+import threading
+import time
+
+import openai
+
+from .base import ChatRequest, ChatResult, PermanentLLMError, TransientLLMError
+
+# Local servers (vLLM, Ollama, llama.cpp) accept any key, but the SDK refuses to start without one.
+PLACEHOLDER_KEY = "no-key-needed"
+
+# Status codes that a retry cannot fix: the request or the credentials are wrong.
+PERMANENT_STATUSES = {400, 401, 403, 404, 405, 413, 415, 422}
+
+
+def _retry_after(headers) -> float | None:
+    if headers is None:
+        return None
+    raw = headers.get("retry-after-ms")
+    if raw:
+        try:
+            return max(0.0, float(raw) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
+        if parsed is None:
+            return None
+        return max(0.0, parsed.timestamp() - time.time())
+
+
+def _describe_status(exc: openai.APIStatusError) -> str:
+    message = ""
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict):
+            message = str(error.get("message") or "")
+        elif isinstance(error, str):
+            message = error
+    message = message or str(exc.message or "")
+    return f"HTTP {exc.status_code} from the LLM server: {message[:500]}".rstrip(": ")
+
+
+class OpenAIClient:
+    provider = "openai"
+
+    def __init__(self, *, base_url: str | None, api_key: str | None, timeout: float) -> None:
+        # One SDK client (one httpx connection pool) shared by every thread of the worker.
+        self._client = openai.OpenAI(
+            base_url=base_url or None,
+            api_key=api_key or PLACEHOLDER_KEY,
+            timeout=timeout,
+            max_retries=0,
+        )
+
+    def complete(self, request: ChatRequest) -> ChatResult:
+        try:
+            response = self._client.chat.completions.create(
+                model=request.model,
+                messages=request.messages,  # type: ignore[arg-type]
+                temperature=request.temperature,
+                max_tokens=request.max_tokens,
+            )
+        except openai.APITimeoutError as exc:
+            raise TransientLLMError(f"timed out: {exc}") from exc
+        except openai.APIConnectionError as exc:
+            raise TransientLLMError(f"connection error: {exc.__cause__ or exc}") from exc
+        except openai.APIStatusError as exc:
+            reason = _describe_status(exc)
+            if exc.status_code in PERMANENT_STATUSES:
+                raise PermanentLLMError(reason) from exc
+            raise TransientLLMError(reason, retry_after=_retry_after(exc.response.headers)) from exc
+        except (openai.APIResponseValidationError, ValueError) as exc:
+            # Invalid JSON or a body that does not parse as a chat completion.
+            raise TransientLLMError(f"malformed response: {exc}"[:500]) from exc
+        return _to_result(response, request.model)
+
+
+def _to_result(response, requested_model: str) -> ChatResult:
+    choices = getattr(response, "choices", None)
+    if not choices:
+        raise TransientLLMError("malformed response: no choices")
+    choice = choices[0]
+    message = getattr(choice, "message", None)
+    if message is None:
+        raise TransientLLMError("malformed response: choice without a message")
+    usage = getattr(response, "usage", None)
+    return ChatResult(
+        text=message.content or "",
+        model=getattr(response, "model", None) or requested_model,
+        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        finish_reason=str(choice.finish_reason or ""),
+    )
+
+
+_clients: dict[tuple[str, str, float], OpenAIClient] = {}
+_clients_lock = threading.Lock()
+
+
+def shared_client(*, base_url: str, api_key: str, timeout: float) -> OpenAIClient:
+    key = (base_url, api_key, timeout)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = OpenAIClient(
+                base_url=base_url, api_key=api_key, timeout=timeout
+            )
+        return client

@@ -1,0 +1,98 @@
+"""Bounded retries with exponential backoff, full jitter and Retry-After.
+
+The SDK's own retry loop is switched off (max_retries=0) so every attempt goes through here:
+we can renew the dialogue's lease and notice a cancellation between attempts, and the number
+of retries a turn needed is recorded on the turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from django.conf import settings
+
+from .base import ChatRequest, ChatResult, LLMClient, PermanentLLMError, TransientLLMError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int
+    base_seconds: float
+    max_seconds: float
+
+    @classmethod
+    def from_settings(cls) -> RetryPolicy:
+        return cls(
+            max_retries=settings.SYNTHREVIEW_LLM_MAX_RETRIES,
+            base_seconds=settings.SYNTHREVIEW_LLM_RETRY_BASE_SECONDS,
+            max_seconds=settings.SYNTHREVIEW_LLM_RETRY_MAX_SECONDS,
+        )
+
+    def delay(self, retry: int, retry_after: float | None, rng: random.Random) -> float:
+        """Seconds to wait before retry number `retry` (1-based)."""
+        ceiling = min(self.max_seconds, self.base_seconds * (2 ** (retry - 1)))
+        # Full jitter spreads the retries of many threads hit by the same 429 burst.
+        backoff = rng.uniform(ceiling / 2, ceiling)
+        if retry_after is not None:
+            # The server said when: wait at least that long (capped, a bogus header must not
+            # park a worker thread for an hour).
+            return max(backoff, min(retry_after, self.max_seconds))
+        return backoff
+
+
+class RetriesExhausted(PermanentLLMError):
+    """The last transient error, after the retry budget ran out."""
+
+
+class Aborted(Exception):
+    """`before_attempt` said stop (the dialogue was cancelled or its lease lost)."""
+
+
+@dataclass
+class Outcome:
+    result: ChatResult
+    retries: int
+
+
+def complete_with_retries(
+    client: LLMClient,
+    request: ChatRequest,
+    *,
+    policy: RetryPolicy | None = None,
+    before_attempt: Callable[[], bool] = lambda: True,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> Outcome:
+    """Call the LLM until it answers, a permanent error occurs or the retries run out."""
+    policy = policy or RetryPolicy.from_settings()
+    rng = rng or random.Random()
+    retry = 0
+    while True:
+        if not before_attempt():
+            raise Aborted()
+        started = time.monotonic()
+        try:
+            result = client.complete(request)
+        except PermanentLLMError:
+            raise
+        except TransientLLMError as exc:
+            if retry >= policy.max_retries:
+                attempts = retry + 1
+                raise RetriesExhausted(
+                    f"gave up after {attempts} attempt{'s' if attempts != 1 else ''}: {exc.reason}"
+                ) from exc
+            retry += 1
+            wait = policy.delay(retry, exc.retry_after, rng)
+            log.warning("LLM call failed (%s); retry %d in %.2fs", exc.reason, retry, wait)
+            sleep(wait)
+            continue
+        if not result.latency_ms:
+            latency = int((time.monotonic() - started) * 1000)
+            result = replace(result, latency_ms=latency)
+        return Outcome(result=result, retries=retry)

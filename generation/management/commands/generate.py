@@ -1,0 +1,91 @@
+"""`manage.py generate --scenario SLUG --count N [--wait]`: launch a run from the terminal."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from generation import selectors, services
+from generation.models import GenerationRun, Scenario
+
+
+def progress_line(run: GenerationRun, width: int = 30) -> str:
+    progress = selectors.run_progress(run=run)
+    filled = int(width * progress.finished / progress.requested) if progress.requested else width
+    bar = "#" * filled + "-" * (width - filled)
+    eta = ""
+    if progress.eta is not None:
+        eta = f"  ETA {int(progress.eta.total_seconds())}s"
+    return (
+        f"[{bar}] {progress.percent:3d}%  {progress.done} done, {progress.failed} failed, "
+        f"{progress.generating} generating, {progress.waiting} waiting{eta}"
+    )
+
+
+class Command(BaseCommand):
+    help = "Launch a generation run for a scenario (optionally wait, with a progress bar)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--scenario", required=True, help="Scenario slug.")
+        parser.add_argument("--count", type=int, required=True, help="Number of dialogues.")
+        parser.add_argument("--wait", action="store_true", help="Wait and show progress.")
+        parser.add_argument("--model", default="", help="Model override for both personas.")
+        parser.add_argument("--temperature", type=float, default=None)
+        parser.add_argument("--max-in-flight", type=int, default=64)
+        parser.add_argument("--seed", type=int, default=None)
+        parser.add_argument("--poll", type=float, default=1.0, help=argparse_suppress())
+
+    def handle(self, *args, **options) -> None:
+        slug = options["scenario"]
+        try:
+            scenario = Scenario.objects.get(slug=slug)
+        except Scenario.DoesNotExist:
+            known = ", ".join(Scenario.objects.order_by("slug").values_list("slug", flat=True))
+            raise CommandError(
+                f"Unknown scenario {slug!r}. Known: {known or 'none (run manage.py seed_demo)'}."
+            ) from None
+        if options["count"] < 1:
+            raise CommandError("--count must be at least 1.")
+        temperature = options["temperature"]
+        if temperature is not None and not 0 <= temperature <= 2:
+            raise CommandError("--temperature must be between 0 and 2.")
+        if options["max_in_flight"] < 1:
+            raise CommandError("--max-in-flight must be at least 1.")
+        try:
+            run = services.run_launch(
+                scenario=scenario,
+                count=options["count"],
+                model_override=options["model"],
+                temperature_override=temperature,
+                max_in_flight=options["max_in_flight"],
+                seed=options["seed"],
+            )
+        except services.ScenarioNotReady as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"Launched run #{run.pk} ({run.provider} provider).")
+        if not options["wait"]:
+            return
+        interactive = sys.stdout.isatty()
+        while True:
+            run.refresh_from_db()
+            line = progress_line(run)
+            if interactive:
+                self.stdout.write("\r" + line, ending="")
+                self.stdout.flush()
+            if run.status not in GenerationRun.ACTIVE_STATUSES:
+                break
+            if not interactive:
+                self.stdout.write(line)
+            time.sleep(options["poll"])
+        self.stdout.write(("\n" if interactive else "") + line)
+        self.stdout.write(f"Run #{run.pk}: {run.get_status_display()}.")
+        if run.status in (GenerationRun.Status.FAILED,):
+            raise CommandError(run.error or "The run failed.")
+
+
+def argparse_suppress() -> str:
+    import argparse
+
+    return argparse.SUPPRESS

@@ -1,0 +1,55 @@
+"""`manage.py seed_demo`: example scenarios, the demo/demo login and one demo run each.
+
+Idempotent and quick on re-run: scenarios are upserted, the user is updated in place, and the
+demo runs are only created when no run exists at all. Runs are generated in-process with the
+offline demo provider, whatever LLM settings are present, since the demo has no broker.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import Group, User
+from django.core.management.base import BaseCommand, CommandParser
+from django.test.utils import override_settings
+
+from generation import services
+from generation.models import GenerationRun
+from review.models import REVIEWER_GROUP
+
+
+class Command(BaseCommand):
+    help = "Load example scenarios, create the demo/demo user and demo runs (idempotent)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--dialogues", type=int, default=4, help="Dialogues per demo run.")
+
+    def handle(self, *args, **options) -> None:
+        scenarios = services.scenario_upsert_examples()
+        user, created = User.objects.get_or_create(username="demo")
+        user.is_staff = user.is_superuser = True
+        if created or not user.check_password("demo"):
+            user.set_password("demo")
+        user.save()
+        group, _ = Group.objects.get_or_create(name=REVIEWER_GROUP)
+        user.groups.add(group)
+        self.stdout.write(f"Scenarios: {', '.join(s.slug for s in scenarios)}; login demo/demo.")
+        if GenerationRun.objects.exists():
+            self.stdout.write("Runs exist already: no demo runs created.")
+            return
+        from synthreview.celery import app
+
+        # No broker in the demo: tasks run inline, with the scripted provider.
+        eager = app.conf.task_always_eager
+        app.conf.task_always_eager = True
+        try:
+            with override_settings(OPENAI_BASE_URL="", OPENAI_API_KEY=""):
+                for scenario in scenarios:
+                    run = services.run_launch(
+                        scenario=scenario, count=options["dialogues"], created_by=user, seed=0
+                    )
+                    run.refresh_from_db()
+                    self.stdout.write(
+                        f"Demo run #{run.pk} ({scenario.slug}): {run.done_count} dialogues, "
+                        f"{run.get_status_display().lower()}."
+                    )
+        finally:
+            app.conf.task_always_eager = eager

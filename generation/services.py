@@ -1,0 +1,681 @@
+"""Writes for generation: launching, dispatching, generating, cancelling, regenerating runs.
+
+Every state change that two processes could race on is a conditional UPDATE whose row count
+says who won (the lease, status transitions, counters), so nothing is done twice and no
+counter update is lost, whichever worker, thread or sweep gets there first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, F, Q, Value
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from . import rules
+from .llm import ChatRequest, PermanentLLMError, complete_with_retries, current_provider, get_client
+from .llm.retry import Aborted
+from .models import Dialogue, GenerationRun, Persona, Scenario, Turn
+
+log = logging.getLogger(__name__)
+
+OPEN_STATUSES = (Dialogue.Status.PENDING, Dialogue.Status.GENERATING)
+# Overridable so one machine can stand in for several (tests of the cross-machine recovery path).
+HOSTNAME = os.environ.get("SYNTHREVIEW_WORKER_HOSTNAME") or socket.gethostname()
+
+
+class GenerationBusy(Exception):
+    """The dialogue is being generated right now; regenerating would race the worker."""
+
+
+class ScenarioNotReady(Exception):
+    """The scenario cannot be generated from (e.g. it lacks its two personas)."""
+
+
+# --- Leases ---------------------------------------------------------------------------------------
+
+
+def lease_owner_new() -> str:
+    """host:pid:thread:nonce. Host and pid let a worker on the same machine see the holder died."""
+    return f"{HOSTNAME}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
+
+
+def lease_owner_is_dead(owner: str) -> bool:
+    """True only when the holder provably died: same host, and its process no longer exists."""
+    parts = owner.split(":")
+    if len(parts) < 2 or parts[0] != HOSTNAME:
+        return False
+    try:
+        pid = int(parts[1])
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, owned by someone else
+        return False
+    return False
+
+
+# Leases held by this process, renewed by the worker's heartbeat thread (generation.worker).
+_held_leases: dict[int, str] = {}
+_held_lock = threading.Lock()
+
+
+def held_leases() -> dict[int, str]:
+    with _held_lock:
+        return dict(_held_leases)
+
+
+def leases_renew(*, leases: dict[int, str]) -> int:
+    """Extend the leases this process holds; a lost lease simply stops matching."""
+    if not leases:
+        return 0
+    expires = timezone.now() + timedelta(seconds=settings.SYNTHREVIEW_LEASE_SECONDS)
+    return Dialogue.objects.filter(
+        pk__in=list(leases),
+        lease_owner__in=list(leases.values()),
+        status=Dialogue.Status.GENERATING,
+    ).update(lease_expires_at=expires)
+
+
+def dialogue_acquire_lease(*, dialogue_id: int, owner: str) -> bool:
+    now = timezone.now()
+    current = (
+        Dialogue.objects.filter(pk=dialogue_id)
+        .values("status", "lease_owner", "lease_expires_at")
+        .first()
+    )
+    if current is None or current["status"] not in OPEN_STATUSES:
+        return False
+    candidates = Dialogue.objects.filter(pk=dialogue_id, status__in=OPEN_STATUSES)
+    live = (
+        current["lease_owner"] and current["lease_expires_at"] and current["lease_expires_at"] > now
+    )
+    if live:
+        # A SIGKILLed child's redelivered task lands here: take over at once instead of
+        # waiting for the lease to run out.
+        if not lease_owner_is_dead(current["lease_owner"]):
+            return False
+        candidates = candidates.filter(lease_owner=current["lease_owner"])
+    else:
+        candidates = candidates.filter(
+            Q(lease_owner="") | Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now)
+        )
+    won = candidates.update(
+        status=Dialogue.Status.GENERATING,
+        lease_owner=owner,
+        lease_expires_at=now + timedelta(seconds=settings.SYNTHREVIEW_LEASE_SECONDS),
+        attempts=F("attempts") + 1,
+    )
+    if won:
+        with _held_lock:
+            _held_leases[dialogue_id] = owner
+    return bool(won)
+
+
+def dialogue_renew_lease(*, dialogue_id: int, owner: str) -> bool:
+    """Renew before each LLM call. False: cancelled, regenerated, or taken over; stop."""
+    alive = leases_renew(leases={dialogue_id: owner}) == 1
+    _release_connection()
+    return alive
+
+
+def dialogue_release_lease(*, dialogue_id: int, owner: str) -> None:
+    with _held_lock:
+        _held_leases.pop(dialogue_id, None)
+    Dialogue.objects.filter(pk=dialogue_id, lease_owner=owner).update(
+        lease_owner="", lease_expires_at=None
+    )
+
+
+def _release_connection() -> None:
+    """Hand the thread's DB connection back to the pool while it waits on the LLM.
+
+    Inside an atomic block (tests, callers holding a transaction) closing would break it.
+    """
+    if not connection.in_atomic_block:
+        connection.close()
+
+
+# --- Launching and dispatch ---------------------------------------------------------------------
+
+
+def scenario_check_ready(*, scenario: Scenario) -> list[Persona]:
+    personas = list(scenario.personas.order_by("position"))
+    if len(personas) != 2:
+        raise ScenarioNotReady(f"Scenario {scenario.slug!r} needs exactly two personas.")
+    if sum(p.opens for p in personas) != 1:
+        raise ScenarioNotReady(f"Exactly one persona of {scenario.slug!r} must open.")
+    if not scenario.topics:
+        raise ScenarioNotReady(f"Scenario {scenario.slug!r} has no topics.")
+    return personas
+
+
+def scenario_pick_topics(*, scenario: Scenario, count: int, seed: int) -> list[str]:
+    topics = [str(t) for t in scenario.topics] or [scenario.name]
+    if scenario.topic_order == Scenario.TopicOrder.SAMPLED:
+        rng = random.Random(seed)
+        return [rng.choice(topics) for _ in range(count)]
+    return [topics[i % len(topics)] for i in range(count)]
+
+
+def run_launch(
+    *,
+    scenario: Scenario,
+    count: int,
+    created_by=None,
+    model_override: str = "",
+    temperature_override: float | None = None,
+    max_in_flight: int = 64,
+    seed: int | None = None,
+) -> GenerationRun:
+    """Create the run and its dialogues; their tasks are enqueued once this commits."""
+    scenario_check_ready(scenario=scenario)
+    if count < 1:
+        raise ValueError("count must be at least 1")
+    seed = random.randrange(2**31) if seed is None else seed
+    with transaction.atomic():
+        run = GenerationRun.objects.create(
+            scenario=scenario,
+            requested_count=count,
+            provider=current_provider(),
+            model_override=model_override.strip(),
+            temperature_override=temperature_override,
+            max_in_flight=max_in_flight,
+            seed=seed,
+            created_by=created_by,
+        )
+        topics = scenario_pick_topics(scenario=scenario, count=count, seed=seed)
+        Dialogue.objects.bulk_create(
+            [
+                Dialogue(run=run, scenario=scenario, index=i, topic=topic[:500])
+                for i, topic in enumerate(topics)
+            ],
+            batch_size=1000,
+        )
+        transaction.on_commit(lambda: run_dispatch(run_id=run.pk))
+    return run
+
+
+_dispatching = threading.local()
+
+
+@contextmanager
+def _dispatch_guard() -> Iterator[bool]:
+    outer = not getattr(_dispatching, "active", False)
+    _dispatching.active = True
+    try:
+        yield outer
+    finally:
+        if outer:
+            _dispatching.active = False
+
+
+def _enqueue(dialogue_ids: list[int]) -> None:
+    from .tasks import generate_dialogue
+
+    for dialogue_id in dialogue_ids:
+        generate_dialogue.apply_async((dialogue_id,), queue=settings.CELERY_TASK_DEFAULT_QUEUE)
+
+
+def _tasks_run_inline() -> bool:
+    from synthreview.celery import app
+
+    return bool(app.conf.task_always_eager)
+
+
+def run_dispatch(*, run_id: int) -> int:
+    """Enqueue pending dialogues up to the run's max_in_flight; returns how many were enqueued.
+
+    Called at launch, whenever a dialogue finishes (freeing a slot) and by the sweep. With no
+    broker the tasks run inline: the outermost call keeps refilling the window while nested
+    calls from finishing tasks return at once, so the stack does not grow with the run size.
+    """
+    total = 0
+    with _dispatch_guard() as outer:
+        if not outer:
+            return 0
+        while True:
+            with transaction.atomic():
+                run = GenerationRun.objects.select_for_update().filter(pk=run_id).first()
+                if run is None or run.status not in GenerationRun.ACTIVE_STATUSES:
+                    return total
+                dialogues = Dialogue.objects.filter(run_id=run_id)
+                in_flight = dialogues.filter(
+                    Q(status=Dialogue.Status.GENERATING)
+                    | Q(status=Dialogue.Status.PENDING, dispatched_at__isnull=False)
+                ).count()
+                free = run.max_in_flight - in_flight
+                if free <= 0:
+                    return total
+                ids = list(
+                    dialogues.filter(status=Dialogue.Status.PENDING, dispatched_at__isnull=True)
+                    .order_by("index")
+                    .values_list("pk", flat=True)[:free]
+                )
+                if not ids:
+                    return total
+                Dialogue.objects.filter(pk__in=ids).update(dispatched_at=timezone.now())
+                transaction.on_commit(lambda ids=ids: _enqueue(ids))
+            total += len(ids)
+            if not _tasks_run_inline() or connection.in_atomic_block:
+                return total
+
+
+# --- Generating one dialogue ----------------------------------------------------------------------
+
+
+def _cost(model: str, prompt_tokens: int, completion_tokens: int) -> Decimal:
+    prices = settings.SYNTHREVIEW_MODEL_PRICES.get(model)
+    if prices is None:
+        return Decimal("0")
+    usd = (prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1_000_000
+    return Decimal(f"{usd:.6f}")
+
+
+def dialogue_generate(*, dialogue_id: int) -> int | None:
+    """Generate the dialogue's remaining turns, continuing after the last live turn.
+
+    Safe to run any number of times and concurrently: only the lease holder generates, each
+    turn is saved (with the lease re-checked under a row lock) as soon as it arrives, and the
+    stop decision is saved in the same transaction as the turn that triggered it. Returns the
+    run id (None if the dialogue no longer exists).
+    """
+    run_id = Dialogue.objects.filter(pk=dialogue_id).values_list("run_id", flat=True).first()
+    if run_id is None:
+        return None
+    owner = lease_owner_new()
+    if not dialogue_acquire_lease(dialogue_id=dialogue_id, owner=owner):
+        return run_id
+    try:
+        GenerationRun.objects.filter(pk=run_id, status=GenerationRun.Status.QUEUED).update(
+            status=GenerationRun.Status.RUNNING, started_at=timezone.now()
+        )
+        _generate_turns(dialogue_id=dialogue_id, owner=owner)
+    finally:
+        dialogue_release_lease(dialogue_id=dialogue_id, owner=owner)
+    return run_id
+
+
+def _generate_turns(*, dialogue_id: int, owner: str) -> None:
+    dialogue = Dialogue.objects.select_related("run", "scenario").get(pk=dialogue_id)
+    run, scenario = dialogue.run, dialogue.scenario
+    personas = {p.position: p for p in scenario.personas.all()}
+    if len(personas) != 2 or sum(p.opens for p in personas.values()) != 1:
+        _dialogue_fail(
+            dialogue=dialogue, owner=owner, reason="The scenario needs two personas, one opening."
+        )
+        return
+    opener = next(p for p in personas.values() if p.opens)
+    other = next(p for p in personas.values() if not p.opens)
+    try:
+        opening = rules.render_template(
+            scenario.opening_instruction,
+            topic=dialogue.topic,
+            scenario=scenario.name,
+            persona=opener.name,
+            partner=other.name,
+        )
+    except (KeyError, IndexError, ValueError) as exc:
+        _dialogue_fail(
+            dialogue=dialogue, owner=owner, reason=f"Bad opening instruction template: {exc}"
+        )
+        return
+    client = get_client(run.provider)
+    # Loaded once: while we hold the lease nobody else adds turns, so the list stays current.
+    turns = [
+        rules.PastTurn(speaker_position, text)
+        for speaker_position, text in Turn.objects.filter(
+            dialogue_id=dialogue_id, discarded_at__isnull=True
+        )
+        .order_by("position")
+        .values_list("persona__position", "text")
+    ]
+    attempts = 0
+
+    def renew_before_retry() -> bool:
+        # The lease was renewed by the save of the previous turn (or the acquire) just before
+        # this call; retries renew again, and notice a cancellation between attempts.
+        nonlocal attempts
+        attempts += 1
+        return attempts == 1 or dialogue_renew_lease(dialogue_id=dialogue_id, owner=owner)
+
+    while True:
+        position = len(turns)
+        if position >= scenario.max_turns:
+            _dialogue_complete(dialogue=dialogue, owner=owner, reason="turn limit reached")
+            return
+        # Alternate with whoever spoke last (robust to hand-edited data); the opener starts.
+        speaker = (
+            (other if turns[-1].speaker_position == opener.position else opener)
+            if turns
+            else opener
+        )
+        partner = other if speaker is opener else opener
+        messages = rules.build_messages(
+            speaker=rules.Speaker(speaker.position, speaker.name, speaker.system_prompt),
+            opener_position=opener.position,
+            opening_instruction=opening,
+            turns=turns,
+        )
+        request = ChatRequest(
+            model=run.model_override or speaker.model or settings.SYNTHREVIEW_LLM_MODEL,
+            messages=messages,
+            temperature=(
+                run.temperature_override
+                if run.temperature_override is not None
+                else speaker.temperature
+            ),
+            max_tokens=speaker.max_tokens,
+            context={
+                "scenario": scenario.slug,
+                "topic": dialogue.topic,
+                "position": position,
+                "variant": run.seed + dialogue.index,
+                "end_marker": scenario.end_marker,
+            },
+        )
+        _release_connection()
+        attempts = 0
+        try:
+            outcome = complete_with_retries(client, request, before_attempt=renew_before_retry)
+        except Aborted:
+            _usage_rollup(dialogue_id=dialogue_id)
+            return  # cancelled, regenerated or taken over: whoever changed it owns it now
+        except PermanentLLMError as exc:
+            _dialogue_fail(dialogue=dialogue, owner=owner, reason=exc.reason)
+            return
+        result = outcome.result
+        verdict = rules.assess(
+            raw_text=result.text,
+            finish_reason=result.finish_reason,
+            speaker_name=speaker.name,
+            partner_name=partner.name,
+            previous=[turn.text for turn in turns],
+            end_marker=scenario.end_marker,
+            position=position,
+            min_turns=scenario.min_turns,
+            max_turns=scenario.max_turns,
+        )
+        with transaction.atomic():
+            # One conditional UPDATE locks the row, checks we still hold the lease (not
+            # cancelled, regenerated or taken over), renews it for the next call and adds the
+            # turn's usage.
+            held = Dialogue.objects.filter(
+                pk=dialogue_id, lease_owner=owner, status=Dialogue.Status.GENERATING
+            ).update(
+                lease_expires_at=timezone.now()
+                + timedelta(seconds=settings.SYNTHREVIEW_LEASE_SECONDS),
+                pending_prompt_tokens=F("pending_prompt_tokens") + result.prompt_tokens,
+                pending_completion_tokens=F("pending_completion_tokens") + result.completion_tokens,
+                pending_cost_usd=F("pending_cost_usd")
+                + _cost(result.model, result.prompt_tokens, result.completion_tokens),
+            )
+            if not held:
+                break
+            Turn.objects.create(
+                dialogue_id=dialogue_id,
+                position=position,
+                persona=speaker,
+                side=speaker.side,
+                original_text=verdict.text,
+                text=verdict.text,
+                model=result.model[:200],
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                latency_ms=result.latency_ms,
+                finish_reason=result.finish_reason[:50],
+                retries=min(outcome.retries, 32767),
+                warnings=verdict.warnings,
+            )
+            if verdict.stop_reason:
+                _dialogue_complete(dialogue=dialogue, owner=owner, reason=verdict.stop_reason)
+                return
+        turns.append(rules.PastTurn(speaker.position, verdict.text))
+    # The lease was lost between the call and the save: keep the usage of what was saved.
+    _usage_rollup(dialogue_id=dialogue_id)
+
+
+def _usage_rollup(*, dialogue_id: int, done: int = 0, failed: int = 0) -> None:
+    """Move the dialogue's pending usage into its run's totals (and bump run counters).
+
+    Call inside a transaction that changed the dialogue's status, or on its own: the pending
+    values are read under the row lock and zeroed in the same transaction, so usage is added
+    exactly once whoever calls it.
+    """
+    with transaction.atomic():
+        row = (
+            Dialogue.objects.select_for_update()
+            .filter(pk=dialogue_id)
+            .values(
+                "run_id", "pending_prompt_tokens", "pending_completion_tokens", "pending_cost_usd"
+            )
+            .first()
+        )
+        if row is None:
+            return
+        prompt, completion, cost = (
+            row["pending_prompt_tokens"],
+            row["pending_completion_tokens"],
+            row["pending_cost_usd"],
+        )
+        if not (prompt or completion or cost or done or failed):
+            return
+        Dialogue.objects.filter(pk=dialogue_id).update(
+            pending_prompt_tokens=0, pending_completion_tokens=0, pending_cost_usd=Decimal("0")
+        )
+        GenerationRun.objects.filter(pk=row["run_id"]).update(
+            prompt_tokens=F("prompt_tokens") + prompt,
+            completion_tokens=F("completion_tokens") + completion,
+            cost_usd=F("cost_usd") + cost,
+            done_count=F("done_count") + done,
+            failed_count=F("failed_count") + failed,
+        )
+
+
+def _dialogue_complete(*, dialogue: Dialogue, owner: str, reason: str) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        won = Dialogue.objects.filter(
+            pk=dialogue.pk, lease_owner=owner, status=Dialogue.Status.GENERATING
+        ).update(status=Dialogue.Status.COMPLETE, stop_reason=reason[:200], finished_at=now)
+        if won:
+            _usage_rollup(dialogue_id=dialogue.pk, done=1)
+
+
+def _dialogue_fail(*, dialogue: Dialogue, owner: str, reason: str) -> None:
+    now = timezone.now()
+    log.warning("dialogue %s failed: %s", dialogue.pk, reason)
+    with transaction.atomic():
+        won = Dialogue.objects.filter(
+            pk=dialogue.pk, lease_owner=owner, status=Dialogue.Status.GENERATING
+        ).update(status=Dialogue.Status.FAILED, failure_reason=reason, finished_at=now)
+        if won:
+            _usage_rollup(dialogue_id=dialogue.pk, failed=1)
+
+
+# --- Run lifecycle ------------------------------------------------------------------------------
+
+
+def run_finalize(*, run_id: int) -> str | None:
+    """Close the run once no dialogue is open; returns the final status if this call closed it."""
+    counts = Dialogue.objects.filter(run_id=run_id).aggregate(
+        open=Count("pk", filter=Q(status__in=OPEN_STATUSES)),
+        complete=Count("pk", filter=Q(status=Dialogue.Status.COMPLETE)),
+        failed=Count("pk", filter=Q(status=Dialogue.Status.FAILED)),
+    )
+    if counts["open"]:
+        return None
+    error = ""
+    if counts["failed"] and not counts["complete"]:
+        status = GenerationRun.Status.FAILED
+        first = (
+            Dialogue.objects.filter(run_id=run_id, status=Dialogue.Status.FAILED)
+            .order_by("index")
+            .values_list("failure_reason", flat=True)
+            .first()
+        )
+        error = f"Every dialogue failed. First reason: {first}"
+    elif counts["failed"]:
+        status = GenerationRun.Status.FINISHED_WITH_FAILURES
+    else:
+        status = GenerationRun.Status.FINISHED
+    closed = GenerationRun.objects.filter(
+        pk=run_id, status__in=GenerationRun.ACTIVE_STATUSES
+    ).update(status=status, finished_at=timezone.now(), error=error)
+    return status if closed else None
+
+
+def run_cancel(*, run: GenerationRun) -> int:
+    """Stop a run: its open dialogues are cancelled, finished ones stay. Returns how many.
+
+    A worker in the middle of a dialogue notices at its next lease renewal (before every LLM
+    call or retry) and at the turn save, so work stops within one LLM call.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        updated = GenerationRun.objects.filter(
+            pk=run.pk, status__in=GenerationRun.ACTIVE_STATUSES
+        ).update(status=GenerationRun.Status.CANCELLED, finished_at=now)
+        cancelled = Dialogue.objects.filter(run_id=run.pk, status__in=OPEN_STATUSES).update(
+            status=Dialogue.Status.CANCELLED, stop_reason="cancelled", finished_at=now
+        )
+    if updated:
+        run.status, run.finished_at = GenerationRun.Status.CANCELLED, now
+    return cancelled
+
+
+# --- Regeneration (called by the review screen) ---------------------------------------------------
+
+
+def dialogue_regenerate_from(*, dialogue: Dialogue, position: int) -> int:
+    """Discard live turns after `position` and have a worker continue from there.
+
+    Must run inside the caller's transaction: the discarded turns, the reset and the enqueue
+    (on commit) happen together or not at all. The conversation so far is the turns' current
+    `text`, so a reviewer's correction of turn `position` is what the next persona answers.
+    Returns how many turns were discarded.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("dialogue_regenerate_from must be called inside transaction.atomic()")
+    if position < 0:
+        raise ValueError("position must be >= 0")
+    now = timezone.now()
+    locked = Dialogue.objects.select_for_update().get(pk=dialogue.pk)
+    if (
+        locked.status == Dialogue.Status.GENERATING
+        and locked.lease_owner
+        and locked.lease_expires_at
+        and locked.lease_expires_at > now
+        and not lease_owner_is_dead(locked.lease_owner)
+    ):
+        raise GenerationBusy(
+            "This dialogue is being generated right now. Wait for it to finish, then try again."
+        )
+    discarded = Turn.objects.filter(
+        dialogue_id=locked.pk, discarded_at__isnull=True, position__gt=position
+    ).update(discarded_at=now)
+    counter = {
+        Dialogue.Status.COMPLETE: "done_count",
+        Dialogue.Status.FAILED: "failed_count",
+    }.get(locked.status)
+    if counter:
+        GenerationRun.objects.filter(pk=locked.run_id).update(
+            **{counter: Greatest(F(counter) - 1, Value(0))}
+        )
+    fields = {
+        "status": Dialogue.Status.PENDING,
+        "stop_reason": "",
+        "failure_reason": "",
+        "lease_owner": "",
+        "lease_expires_at": None,
+        "resume_from": position + 1,
+        "finished_at": None,
+        "dispatched_at": now,
+    }
+    Dialogue.objects.filter(pk=locked.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(dialogue, name, value)
+    transaction.on_commit(lambda: _enqueue([locked.pk]))
+    return discarded
+
+
+# --- Recovery sweep -------------------------------------------------------------------------------
+
+
+def dialogues_sweep() -> int:
+    """Re-enqueue dialogues whose worker died; top up and close runs. Returns re-enqueued count.
+
+    Runs every SYNTHREVIEW_SWEEP_SECONDS in every worker (generation.worker). Each re-enqueue is
+    claimed with a conditional UPDATE, so several workers sweeping at once enqueue it once.
+    """
+    now = timezone.now()
+    requeue: list[int] = []
+    candidates = Dialogue.objects.filter(status=Dialogue.Status.GENERATING).filter(
+        Q(lease_expires_at__lt=now) | Q(lease_owner__startswith=f"{HOSTNAME}:")
+    )
+    for pk, owner, expires in candidates.values_list("pk", "lease_owner", "lease_expires_at"):
+        if expires and expires >= now and not lease_owner_is_dead(owner):
+            continue
+        claimed = Dialogue.objects.filter(
+            pk=pk, status=Dialogue.Status.GENERATING, lease_owner=owner
+        ).update(
+            status=Dialogue.Status.PENDING, lease_owner="", lease_expires_at=None, dispatched_at=now
+        )
+        if claimed:
+            log.warning("re-enqueueing dialogue %s: lease of %s lapsed", pk, owner or "nobody")
+            requeue.append(pk)
+    stale_before = now - timedelta(seconds=settings.SYNTHREVIEW_DISPATCH_STALE_SECONDS)
+    for pk in Dialogue.objects.filter(
+        status=Dialogue.Status.PENDING, dispatched_at__lt=stale_before
+    ).values_list("pk", flat=True):
+        if Dialogue.objects.filter(
+            pk=pk, status=Dialogue.Status.PENDING, dispatched_at__lt=stale_before
+        ).update(dispatched_at=now):
+            requeue.append(pk)
+    _enqueue(requeue)
+    for run_id in GenerationRun.objects.filter(
+        status__in=GenerationRun.ACTIVE_STATUSES
+    ).values_list("pk", flat=True):
+        run_dispatch(run_id=run_id)
+        run_finalize(run_id=run_id)
+    return len(requeue)
+
+
+# --- Example scenarios ----------------------------------------------------------------------------
+
+EXAMPLES_PATH = Path(__file__).resolve().parent / "data" / "example_scenarios.json"
+
+
+def scenario_upsert_examples(*, path: Path = EXAMPLES_PATH) -> list[Scenario]:
+    """Create or update the shipped example scenarios (matched by slug) and their personas."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    scenarios = []
+    with transaction.atomic():
+        for item in data:
+            personas = item.pop("personas")
+            scenario, _ = Scenario.objects.update_or_create(slug=item["slug"], defaults=item)
+            for persona in personas:
+                Persona.objects.update_or_create(
+                    scenario=scenario, position=persona["position"], defaults=persona
+                )
+            scenarios.append(scenario)
+    return scenarios

@@ -1,0 +1,38 @@
+"""Celery tasks: ids in, one service call each. Safe to run twice (see services)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from celery.signals import worker_process_init, worker_ready
+
+from . import services, worker
+
+
+@shared_task(name="generation.generate_dialogue", acks_late=True, ignore_result=True)
+def generate_dialogue(dialogue_id: int) -> None:
+    run_id = services.dialogue_generate(dialogue_id=dialogue_id)
+    if run_id is not None:
+        # A slot in the run's window is free now: enqueue the next dialogue, close if done.
+        services.run_dispatch(run_id=run_id)
+        services.run_finalize(run_id=run_id)
+
+
+@shared_task(name="generation.sweep", acks_late=True, ignore_result=True)
+def sweep() -> int:
+    """Also runnable from Celery beat; workers already run it on a timer (generation.worker)."""
+    return services.dialogues_sweep()
+
+
+@worker_ready.connect
+def _start_maintenance_in_worker(sender=None, **kwargs) -> None:
+    # Prefork: the parent never touches the database (its connections would be inherited by
+    # children forked later); each child starts its own thread in worker_process_init.
+    pool = getattr(sender, "pool", None)
+    if pool is not None and type(pool).__module__.endswith("prefork"):
+        return
+    worker.maintenance_start()
+
+
+@worker_process_init.connect
+def _start_maintenance_in_child(**kwargs) -> None:
+    worker.maintenance_start()

@@ -1,0 +1,905 @@
+"""Dataset export: approved dialogues as OpenAI chat JSONL, ShareGPT JSONL or DPO pairs.
+
+The contract (docs/export.md has the long form):
+
+- Only approved dialogues, only live turns (never ones discarded by a regeneration), always the
+  corrected text.
+- Streamed: one query with a server-side cursor over the turns, ordered by (dialogue, position),
+  read `CHUNK_SIZE` rows at a time; a dialogue's turns are all that is held in memory, so memory
+  stays flat at any size and the query count is constant.
+- One snapshot: the reads run in one REPEATABLE READ READ ONLY transaction on PostgreSQL, so an
+  edit made during an export lands in the next one.
+- Deterministic: stable ordering, `ensure_ascii=False`, compact separators, "\\n" line ends:
+  the same filters over unchanged data give the same bytes (and the same sha256).
+- Atomic: the file is written under a temporary name in its target directory and renamed into
+  place only when complete; on any failure the temporary file is removed and the record says
+  failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import queue
+import re
+import tempfile
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, Q, QuerySet, TextField, Value
+from django.utils import timezone
+
+import synthreview
+from generation.models import Dialogue, GenerationRun, Persona, Scenario, Side, Turn
+from review import pii
+from review.models import DatasetExport, DialogueReview
+
+CHUNK_SIZE = 5000
+PREFETCH_CHUNKS = 4
+# Progress is reported (and written to the record) at most this often, in dialogues.
+PROGRESS_EVERY = 1000
+# Consecutive turns of one role become one message, their texts joined by this.
+MERGE_SEPARATOR = "\n\n"
+FORMATS: tuple[str, ...] = tuple(DatasetExport.Format.values)
+_WRITE_BUFFER_BYTES = 1 << 20
+
+# json.dumps(..., ensure_ascii=False) escapes strings with this C function; calling it directly
+# skips building a dict per message and gives the same bytes (a test holds us to that).
+_quote: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
+class ExportError(Exception):
+    """An export that cannot run as asked; the message is meant for the person who asked."""
+
+
+class EmptyExportError(ExportError):
+    """Nothing to write: no approved dialogue (or no usable one) matches the selection."""
+
+
+# --- Selection ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportFilters:
+    """Which dialogues an export covers. Empty fields do not filter.
+
+    `since` keeps dialogues approved at or after that moment (a date means its midnight in the
+    current time zone), which makes "everything approved since the last export" one flag.
+    """
+
+    run_ids: tuple[int, ...] = ()
+    scenario: str = ""
+    since: datetime | None = None
+    dialogue_ids: tuple[int, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.run_ids:
+            data["run_ids"] = list(self.run_ids)
+        if self.scenario:
+            data["scenario"] = self.scenario
+        if self.since is not None:
+            data["since"] = self.since.isoformat()
+        if self.dialogue_ids:
+            data["dialogue_ids"] = list(self.dialogue_ids)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ExportFilters:
+        since = data.get("since")
+        return cls(
+            run_ids=tuple(int(pk) for pk in data.get("run_ids", ())),
+            scenario=str(data.get("scenario", "")),
+            since=datetime.fromisoformat(since) if since else None,
+            dialogue_ids=tuple(int(pk) for pk in data.get("dialogue_ids", ())),
+        )
+
+
+def parse_since(value: str) -> datetime:
+    """`YYYY-MM-DD` or an ISO 8601 datetime; naive values are in the current time zone."""
+    try:
+        parsed = (
+            datetime.combine(date.fromisoformat(value), time.min)
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value)
+            else datetime.fromisoformat(value)
+        )
+    except ValueError:
+        raise ExportError(
+            f"Invalid date {value!r}: use YYYY-MM-DD or an ISO 8601 date-time."
+        ) from None
+    if timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed)
+    return parsed
+
+
+def filters_validate(filters: ExportFilters) -> None:
+    """Raise ExportError naming any run or scenario that does not exist."""
+    if filters.run_ids:
+        found = set(
+            GenerationRun.objects.filter(pk__in=filters.run_ids).values_list("pk", flat=True)
+        )
+        missing = [pk for pk in filters.run_ids if pk not in found]
+        if missing:
+            raise ExportError(f"Unknown run: {', '.join(map(str, missing))}.")
+    if filters.scenario and not Scenario.objects.filter(slug=filters.scenario).exists():
+        raise ExportError(f"Unknown scenario: {filters.scenario!r}.")
+
+
+def dialogues_selected(filters: ExportFilters) -> QuerySet[Dialogue]:
+    """Every dialogue the filters cover, whatever its review status."""
+    dialogues = Dialogue.objects.all()
+    if filters.run_ids:
+        dialogues = dialogues.filter(run_id__in=filters.run_ids)
+    if filters.scenario:
+        dialogues = dialogues.filter(scenario__slug=filters.scenario)
+    if filters.dialogue_ids:
+        dialogues = dialogues.filter(pk__in=filters.dialogue_ids)
+    if filters.since is not None:
+        dialogues = dialogues.filter(review__decided_at__gte=filters.since)
+    return dialogues
+
+
+def dialogues_exportable(filters: ExportFilters) -> QuerySet[Dialogue]:
+    """The selected dialogues an export writes: approved ones."""
+    return dialogues_selected(filters).filter(review__status=DialogueReview.Status.APPROVED)
+
+
+def selection_counts(filters: ExportFilters) -> tuple[int, int]:
+    """(approved, not approved) among the selected dialogues, in one query."""
+    counts = dialogues_selected(filters).aggregate(
+        total=Count("pk"),
+        approved=Count("pk", filter=Q(review__status=DialogueReview.Status.APPROVED)),
+    )
+    return counts["approved"], counts["total"] - counts["approved"]
+
+
+# --- Formats --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    format: str
+    include_system: bool = True
+    scrub_pii: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ExportError(
+                f"Unknown format {self.format!r}: choose one of {', '.join(FORMATS)}."
+            )
+
+
+# One live turn as streamed: (side, text, original_text or "", model), texts encoded once as
+# JSON string literals (quotes included) so merging and line building are plain string joins.
+_Row = tuple[str, str, str, str]
+SIDE, TEXT, ORIGINAL, MODEL = range(4)
+_JSON_MERGE_SEPARATOR = _quote(MERGE_SEPARATOR)[1:-1]
+_EMPTY_JSON = '""'
+
+
+@dataclass
+class _Stats:
+    """Everything the manifest counts, accumulated while streaming."""
+
+    dialogues_written: int = 0
+    dialogues_without_assistant: int = 0
+    records: int = 0
+    messages: int = 0
+    merged_turns: int = 0
+    dropped_trailing_user_turns: int = 0
+    skipped_empty_turns: int = 0
+    dialogues_with_pii: int = 0
+    pii: Counter[str] = field(default_factory=Counter)
+    per_scenario: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    per_model: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+
+
+_NO_PII: Counter[str] = Counter()
+_ROLE_SHAREGPT = {"system": "system", Side.USER: "human", Side.ASSISTANT: "gpt"}
+_JSON_SPACE_STARTS = frozenset(" \\\u00a0") | frozenset(chr(c) for c in range(0x1C, 0x20))
+
+
+def _is_blank(literal: str) -> bool:
+    """Whether a JSON string literal holds only whitespace (OpenAI rejects empty content)."""
+    if len(literal) > 2 and literal[1] not in _JSON_SPACE_STARTS and not literal[1].isspace():
+        return False
+    return not json.loads(literal).strip()
+
+
+def _messages(turns: list[_Row], texts: list[str]) -> tuple[list[list[str]], int, int]:
+    """[role, content literal] messages from live turns: blanks skipped, same-role runs merged.
+
+    Returns the messages, how many turns were merged into a previous one, and how many blank
+    turns were skipped.
+    """
+    messages: list[list[str]] = []
+    merged = skipped = 0
+    for turn, text in zip(turns, texts, strict=True):
+        if _is_blank(text):
+            skipped += 1
+            continue
+        side = turn[SIDE]
+        if messages and messages[-1][0] == side:
+            # Joining two literals: drop the closing and opening quotes around the separator.
+            messages[-1][1] = messages[-1][1][:-1] + _JSON_MERGE_SEPARATOR + text[1:]
+            merged += 1
+        else:
+            messages.append([side, text])
+    return messages, merged, skipped
+
+
+def _encode_chat(system: str, messages: list[list[str]], fmt: str) -> str:
+    if fmt == DatasetExport.Format.OPENAI:
+        parts = [f'{{"role":"system","content":{system}}}'] if system else []
+        parts += [f'{{"role":"{role}","content":{text}}}' for role, text in messages]
+        return '{"messages":[' + ",".join(parts) + "]}\n"
+    parts = [f'{{"from":"system","value":{system}}}'] if system else []
+    parts += [f'{{"from":"{_ROLE_SHAREGPT[role]}","value":{text}}}' for role, text in messages]
+    return '{"conversations":[' + ",".join(parts) + "]}\n"
+
+
+def _encode_messages(system: str, messages: list[list[str]]) -> str:
+    parts = [f'{{"role":"system","content":{system}}}'] if system else []
+    parts += [f'{{"role":"{role}","content":{text}}}' for role, text in messages]
+    return "[" + ",".join(parts) + "]"
+
+
+def _pii_table() -> bytes:
+    # Digits and the space/()/- separators become "0", A-Z "U"; ".", "@" and ":" stay; else "x".
+    table = bytearray(b"x" * 256)
+    for char in b"0123456789 ()-":
+        table[char] = ord("0")
+    for char in range(ord("A"), ord("Z") + 1):
+        table[char] = ord("U")
+    for char in b".@:":
+        table[char] = char
+    return bytes(table)
+
+
+_PII_TABLE = _pii_table()
+_IPV6_SHAPE = re.compile(rb":[0Ux]{1,4}:[0Ux]{1,4}:")
+
+
+def _may_contain_pii(text: str) -> bool:
+    """False only when no `review.pii` detector can match `text` (raw, or JSON-escaped: JSON
+    never escapes the characters these shapes are made of).
+
+    The exact checks are slow (regexes plus checksums), so at a million turns they run only on
+    the few dialogues that pass this. Every detector needs one of: "@" (email); "::" or
+    ":h:h:" (IPv6); "CCdd" (IBAN); a run of 8+ digits/separators without dots (phones and
+    cards have 8+ digits); 1-4 digits between two dots (IPv4, dotted phones). Plain decimals
+    such as 0.70711 pass none of them. One bytes.translate and a few substring searches run at
+    C speed; a test checks this never misses what `review.pii` finds.
+    """
+    shape = text.encode().translate(_PII_TABLE)
+    return (
+        b"@" in shape
+        or b"00000000" in shape
+        or b"UU00" in shape
+        or b".0." in shape
+        or b".00." in shape
+        or b".000." in shape
+        or b".0000." in shape
+        or b"::" in shape
+        or (b":" in shape and _IPV6_SHAPE.search(shape) is not None)
+    )
+
+
+class _DialogueWriter:
+    """Turns one dialogue's rows into output lines and accumulates the manifest counts."""
+
+    def __init__(
+        self, options: ExportOptions, system_prompts: dict[int, str], slugs: dict[int, str]
+    ):
+        self.options = options
+        self.is_dpo = options.format == DatasetExport.Format.DPO
+        self.stats = _Stats()
+        self.slugs = slugs
+        self.system: dict[int, tuple[str, Counter[str]]] = {}
+        for scenario_id, prompt in system_prompts.items():
+            found = pii.count(prompt)
+            if options.scrub_pii:
+                prompt, found = pii.scrub(prompt)
+            literal = _quote(prompt) if options.include_system and prompt.strip() else ""
+            self.system[scenario_id] = (literal, found)
+
+    def lines(self, scenario_id: int, turns: list[_Row]) -> list[str]:
+        stats = self.stats
+        system, found = self.system.get(scenario_id, ("", _NO_PII))
+        if not system:
+            found = _NO_PII
+        texts = [turn[TEXT] for turn in turns]
+        # Only corrected assistant turns' originals are written (as "rejected").
+        originals = (
+            [
+                t[ORIGINAL] if t[SIDE] == Side.ASSISTANT and t[ORIGINAL] != t[TEXT] else _EMPTY_JSON
+                for t in turns
+            ]
+            if self.is_dpo
+            else []
+        )
+        out = self._build(system, turns, texts, originals)
+        # Checked on the texts, not the line: JSON's own ":" and digits-free keys would only
+        # make the prefilter's substring searches slower.
+        if out and _may_contain_pii("\n".join(texts + originals if originals else texts)):
+            found, texts, originals = self._pii(found, texts, originals)
+            if self.options.scrub_pii:
+                out = self._build(system, turns, texts, originals, count=False)
+        if not out:
+            return out
+        if found:
+            stats.dialogues_with_pii += 1
+            stats.pii.update(found)
+        self._count(scenario_id, turns, out)
+        return out
+
+    def _pii(
+        self, found: Counter[str], texts: list[str], originals: list[str]
+    ) -> tuple[Counter[str], list[str], list[str]]:
+        """Exact detection on the raw texts; scrubbed literals when scrubbing."""
+        found = Counter(found)
+        results: list[list[str]] = []
+        for literals in (texts, originals):
+            out = []
+            for literal in literals:
+                raw = json.loads(literal)
+                if self.options.scrub_pii:
+                    raw, kinds = pii.scrub(raw)
+                    out.append(_quote(raw))
+                else:
+                    kinds = pii.count(raw)
+                    out.append(literal)
+                found.update(kinds)
+            results.append(out)
+        return found, results[0], results[1]
+
+    def _build(
+        self,
+        system: str,
+        turns: list[_Row],
+        texts: list[str],
+        originals: list[str],
+        *,
+        count: bool = True,
+    ) -> list[str]:
+        if self.is_dpo:
+            return self._dpo(system, turns, texts, originals)
+        return self._chat(system, turns, texts, count=count)
+
+    def _count(self, scenario_id: int, turns: list[_Row], out: list[str]) -> None:
+        stats = self.stats
+        stats.dialogues_written += 1
+        stats.records += len(out)
+        scenario = stats.per_scenario[self.slugs.get(scenario_id, str(scenario_id))]
+        scenario["dialogues"] += 1
+        scenario["records"] += len(out)
+        per_dialogue: dict[str, int] = {}
+        for turn in turns:
+            if turn[SIDE] == Side.ASSISTANT:
+                model = turn[MODEL] or "unknown"
+                per_dialogue[model] = per_dialogue.get(model, 0) + 1
+        for model, n in per_dialogue.items():
+            counts = stats.per_model[model]
+            counts["dialogues"] += 1
+            counts["assistant_turns"] += n
+        if self.is_dpo:
+            stats.messages += len(out)
+
+    def _chat(
+        self, system: str, turns: list[_Row], texts: list[str], *, count: bool = True
+    ) -> list[str]:
+        stats = self.stats
+        messages, merged, skipped = _messages(turns, texts)
+        # A training example ends on the assistant: a trailing user message teaches nothing.
+        dropped = 0
+        while messages and messages[-1][0] == Side.USER:
+            messages.pop()
+            dropped += 1
+        if not any(role == Side.ASSISTANT for role, _ in messages):
+            if count:
+                stats.dialogues_without_assistant += 1
+            return []
+        if count:
+            stats.dropped_trailing_user_turns += dropped
+            stats.merged_turns += merged
+            stats.skipped_empty_turns += skipped
+            stats.messages += len(messages) + (1 if system else 0)
+        return [_encode_chat(system, messages, self.options.format)]
+
+    def _dpo(
+        self, system: str, turns: list[_Row], texts: list[str], originals: list[str]
+    ) -> list[str]:
+        out: list[str] = []
+        for index, turn in enumerate(turns):
+            if turn[SIDE] != Side.ASSISTANT or turn[TEXT] == turn[ORIGINAL]:
+                continue
+            chosen, rejected = texts[index], originals[index]
+            if _is_blank(chosen) or _is_blank(rejected) or chosen == rejected:
+                continue
+            prompt, _, _ = _messages(turns[:index], texts[:index])
+            if not prompt and not system:
+                continue
+            out.append(
+                '{"prompt":'
+                + _encode_messages(system, prompt)
+                + ',"chosen":[{"role":"assistant","content":'
+                + chosen
+                + '}],"rejected":[{"role":"assistant","content":'
+                + rejected
+                + "}]}\n"
+            )
+        return out
+
+
+# --- Snapshot and streaming -----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _snapshot() -> Iterator[None]:
+    """One consistent view of the data for every read of the export.
+
+    Inside a caller's transaction (tests, or a service composing this) that transaction is the
+    snapshot already. SQLite serialises writers, so its transaction is consistent as is.
+    """
+    if connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
+
+
+def _stream_turns(dialogues: QuerySet[Dialogue], *, with_original: bool) -> Iterator[list[tuple]]:
+    """Chunks of rows (dialogue_id, scenario_id, side, text, original_text, model), in order,
+    texts raw (original_text only for DPO, else "").
+
+    A server-side cursor on PostgreSQL (`chunked_cursor`), fetched CHUNK_SIZE rows at a time:
+    one query whatever the size. The ORM builds the SQL; raw fetching skips per-row model
+    machinery, which is most of the cost at a million rows.
+    """
+    turns = (
+        Turn.objects.filter(dialogue__in=dialogues.values("pk"), discarded_at__isnull=True)
+        .order_by("dialogue_id", "position", "pk")
+        .values_list(
+            "dialogue_id",
+            "dialogue__scenario_id",
+            "side",
+            "text",
+            "original_text" if with_original else Value("", output_field=TextField()),
+            "model",
+        )
+    )
+    sql, params = turns.query.sql_with_params()
+    cursor = connection.chunked_cursor()
+    try:
+        cursor.execute(sql, params)
+        if connection.vendor == "postgresql":
+            chunks = _prefetched(cursor.cursor)
+        else:
+            chunks = iter(lambda: cursor.fetchmany(CHUNK_SIZE), [])
+        yield from chunks
+    finally:
+        cursor.close()
+
+
+def _prefetched(raw_cursor: Any) -> Iterator[list[tuple]]:
+    """Fetch the next chunks in a thread while this one is processed.
+
+    PostgreSQL computes and sends rows while Python encodes the previous chunk (psycopg
+    releases the GIL while it waits), which takes the export from "query time + encoding
+    time" towards the larger of the two. At most PREFETCH_CHUNKS chunks wait in memory.
+    """
+    chunks: queue.Queue[list[tuple] | BaseException | None] = queue.Queue(PREFETCH_CHUNKS)
+    stop = threading.Event()
+
+    def put(item: list[tuple] | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fetch() -> None:
+        try:
+            while rows := raw_cursor.fetchmany(CHUNK_SIZE):
+                if not put(rows):
+                    return
+            put(None)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            put(exc)
+
+    thread = threading.Thread(target=fetch, name="export-fetch", daemon=True)
+    thread.start()
+    try:
+        while (item := chunks.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _group_dialogues(
+    chunks: Iterable[list[tuple]], *, with_original: bool
+) -> Iterator[tuple[int, int, list[_Row]]]:
+    """(dialogue_id, scenario_id, turns) from row chunks ordered by dialogue, texts encoded
+    as JSON string literals (`original_text` only when the format writes it)."""
+    current: int | None = None
+    scenario_id = 0
+    turns: list[_Row] = []
+    quote = _quote
+    for rows in chunks:
+        for dialogue_id, scenario, side, text, original, model in rows:
+            if dialogue_id != current:
+                if current is not None:
+                    yield current, scenario_id, turns
+                current, scenario_id, turns = dialogue_id, scenario, []
+            turns.append(
+                (side, quote(text), quote(original) if with_original else _EMPTY_JSON, model)
+            )
+    if current is not None:
+        yield current, scenario_id, turns
+
+
+class _AtomicFile:
+    """Bytes written to a temporary file beside `path`, renamed onto `path` on commit."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        self.tmp = Path(tmp)
+        self.file: IO[bytes] = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+
+    def commit(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.chmod(self.tmp, 0o644)
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    manifest_path: Path
+    sha256: str
+    manifest: dict[str, Any]
+
+
+def manifest_path_for(path: Path) -> Path:
+    """`train.jsonl` → `train.manifest.json`, beside it."""
+    stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.name
+    return path.with_name(f"{stem}.manifest.json")
+
+
+def export_write(
+    *,
+    filters: ExportFilters,
+    options: ExportOptions,
+    path: Path,
+    progress: Callable[[int, int], None] | None = None,
+    extra_manifest: dict[str, Any] | None = None,
+) -> ExportResult:
+    """Write the export to `path` (and its manifest beside it) from one snapshot.
+
+    Raises EmptyExportError (and writes nothing) when no record would be written, and lets
+    OSError through after removing the temporary file.
+    """
+    target = _AtomicFile(path)
+    try:
+        with _snapshot():
+            approved, not_approved = selection_counts(filters)
+            if approved == 0:
+                raise EmptyExportError(_empty_message(approved, not_approved))
+            dialogues = dialogues_exportable(filters)
+            scenario_ids = dialogues.values("scenario_id")
+            slugs = dict(Scenario.objects.filter(pk__in=scenario_ids).values_list("pk", "slug"))
+            writer = _DialogueWriter(options, _system_prompts(scenario_ids), slugs)
+            digest = hashlib.sha256()
+            buffer: list[str] = []
+            buffered = 0
+            with_original = options.format == DatasetExport.Format.DPO
+            rows = _stream_turns(dialogues, with_original=with_original)
+            grouped = _group_dialogues(rows, with_original=with_original)
+            for done, (_, scenario_id, turns) in enumerate(grouped, start=1):
+                for line in writer.lines(scenario_id, turns):
+                    buffer.append(line)
+                    buffered += len(line)
+                if buffered >= _WRITE_BUFFER_BYTES:
+                    _flush(buffer, digest, target)
+                    buffered = 0
+                if progress is not None and done % PROGRESS_EVERY == 0:
+                    progress(done, approved)
+            _flush(buffer, digest, target)
+        stats = writer.stats
+        if stats.records == 0:
+            raise EmptyExportError(
+                f"Nothing to export: none of the {approved} approved dialogues has "
+                + (
+                    "a corrected assistant turn (DPO pairs come from corrections)."
+                    if options.format == "dpo"
+                    else "an assistant turn."
+                )
+            )
+        if progress is not None:
+            progress(approved, approved)
+        sha256 = digest.hexdigest()
+        manifest = _manifest(filters, options, stats, approved, not_approved, sha256, path)
+        manifest.update(extra_manifest or {})
+        manifest_file = _AtomicFile(manifest_path_for(path))
+        try:
+            manifest_file.write(manifest_bytes(manifest))
+            manifest_file.commit()
+        except BaseException:
+            manifest_file.discard()
+            raise
+        target.commit()
+    except BaseException:
+        target.discard()
+        raise
+    return ExportResult(path, manifest_path_for(path), sha256, manifest)
+
+
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    return (json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _flush(buffer: list[str], digest: Any, target: _AtomicFile) -> None:
+    if not buffer:
+        return
+    data = "".join(buffer).encode()
+    buffer.clear()
+    digest.update(data)
+    target.write(data)
+
+
+def _empty_message(approved: int, not_approved: int) -> str:
+    if not_approved:
+        return f"Nothing to export: none of the {not_approved} selected dialogues is approved."
+    return "Nothing to export: no dialogues match the selection."
+
+
+def _system_prompts(scenario_ids: QuerySet) -> dict[int, str]:
+    """Each scenario's assistant-side persona's system prompt (the lowest position wins)."""
+    prompts: dict[int, str] = {}
+    personas = (
+        Persona.objects.filter(scenario_id__in=scenario_ids, side=Side.ASSISTANT)
+        .order_by("scenario_id", "-position")
+        .values_list("scenario_id", "system_prompt")
+    )
+    for scenario_id, prompt in personas:
+        prompts[scenario_id] = prompt.strip()
+    return prompts
+
+
+def _manifest(
+    filters: ExportFilters,
+    options: ExportOptions,
+    stats: _Stats,
+    approved: int,
+    not_approved: int,
+    sha256: str,
+    path: Path,
+) -> dict[str, Any]:
+    return {
+        "synthreview_version": synthreview.__version__,
+        "format": options.format,
+        "file": path.name,
+        "sha256": sha256,
+        "filters": filters.as_json(),
+        "options": {"include_system": options.include_system, "scrub_pii": options.scrub_pii},
+        "counts": {
+            "dialogues_selected": approved + not_approved,
+            "dialogues_approved": approved,
+            "dialogues_skipped_not_approved": not_approved,
+            "dialogues_skipped_no_assistant_turn": stats.dialogues_without_assistant,
+            "dialogues_without_pairs": approved - stats.dialogues_written
+            if options.format == "dpo"
+            else 0,
+            "dialogues_written": stats.dialogues_written,
+            "records": stats.records,
+            "messages": stats.messages,
+            "merged_turns": stats.merged_turns,
+            "dropped_trailing_user_turns": stats.dropped_trailing_user_turns,
+            "skipped_blank_turns": stats.skipped_empty_turns,
+        },
+        "per_scenario": {
+            key: dict(sorted(v.items())) for key, v in sorted(stats.per_scenario.items())
+        },
+        "per_model": {key: dict(sorted(v.items())) for key, v in sorted(stats.per_model.items())},
+        "pii": {
+            "scrubbed": options.scrub_pii,
+            "dialogues_with_pii": stats.dialogues_with_pii,
+            ("replacements" if options.scrub_pii else "detected"): {
+                kind: stats.pii.get(kind, 0) for kind in pii.KINDS
+            },
+        },
+        "rules": {
+            "same_role_turns": "merged, joined by a blank line",
+            "trailing_user_turns": "dropped",
+            "blank_turns": "skipped",
+            "system_message": "assistant-side persona's system prompt"
+            if options.include_system
+            else "omitted",
+        },
+    }
+
+
+# --- Records --------------------------------------------------------------------------------------
+
+
+def dataset_export_create(
+    *,
+    options: ExportOptions,
+    filters: ExportFilters,
+    created_by: Any = None,
+    source: str = DatasetExport.Source.ADMIN,
+    output_path: str = "",
+) -> DatasetExport:
+    """A pending export record; `dataset_export_run` (inline or from the task) fills it."""
+    approved, not_approved = selection_counts(filters)
+    return DatasetExport.objects.create(
+        format=options.format,
+        include_system=options.include_system,
+        scrub_pii=options.scrub_pii,
+        filters=filters.as_json(),
+        created_by=created_by,
+        source=source,
+        output_path=output_path,
+        total_count=approved,
+        skipped_count=not_approved,
+    )
+
+
+def _export_path(export: DatasetExport) -> tuple[str, Path]:
+    stamp = export.created_at.strftime("%Y%m%dT%H%M%S")
+    name = f"exports/synthreview-{export.format}-{export.pk}-{stamp}.jsonl"
+    return name, Path(settings.MEDIA_ROOT) / name
+
+
+def dataset_export_run(
+    *, export: DatasetExport, progress: Callable[[int, int], None] | None = None
+) -> DatasetExport:
+    """Write an export record's file into MEDIA_ROOT and mark the record done (or failed).
+
+    Raises ExportError/OSError after recording the failure, so callers can report it.
+    """
+    name, path = _export_path(export)
+    options = ExportOptions(export.format, export.include_system, export.scrub_pii)
+    filters = ExportFilters.from_json(export.filters)
+    reporter = _ProgressRecorder(export.pk, progress)
+    try:
+        result = export_write(
+            filters=filters,
+            options=options,
+            path=path,
+            progress=reporter,
+            extra_manifest={"export_id": export.pk},
+        )
+    except (ExportError, OSError) as exc:
+        export.mark_failed(_failure_message(exc))
+        raise
+    finally:
+        reporter.close()
+    counts = result.manifest["counts"]
+    export.mark_done(
+        file_name=name,
+        sha256=result.sha256,
+        manifest=result.manifest,
+        exported_count=counts["dialogues_written"],
+        skipped_count=counts["dialogues_skipped_not_approved"],
+        record_count=counts["records"],
+        total_count=counts["dialogues_approved"],
+    )
+    return export
+
+
+def _failure_message(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc)
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"Could not write the export file: {reason}{where}."
+    return str(exc)
+
+
+class _ProgressRecorder:
+    """Writes progress to the export row from outside the export's read-only snapshot.
+
+    The reads hold a READ ONLY transaction on the default connection; progress goes through a
+    second connection so pollers see it while the export runs. SQLite (one writer, small
+    installs, inline exports) skips the row updates.
+    """
+
+    def __init__(self, export_id: int, callback: Callable[[int, int], None] | None):
+        self.export_id = export_id
+        self.callback = callback
+        self.side = None
+        if connection.vendor == "postgresql":
+            from django.db import connections
+
+            self.side = connections.create_connection("default")
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.side is not None:
+            with self.side.cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {DatasetExport._meta.db_table} SET progress_count = %s "
+                    "WHERE id = %s AND status = %s",
+                    [done, self.export_id, DatasetExport.Status.RUNNING],
+                )
+        if self.callback is not None:
+            self.callback(done, total)
+
+    def close(self) -> None:
+        if self.side is not None:
+            self.side.close()
+
+
+def dataset_export_claim_and_run(*, export_id: int) -> DatasetExport | None:
+    """Run a pending export once, for the task: claim it with a conditional UPDATE (so two
+    workers never write the same export), or reclaim it when its worker died mid-run (started
+    longer ago than the task time limit). Returns None when there is nothing to do."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+    claimed = (
+        DatasetExport.objects.filter(pk=export_id)
+        .filter(
+            Q(status=DatasetExport.Status.PENDING)
+            | Q(status=DatasetExport.Status.RUNNING, started_at__lt=stale)
+        )
+        .update(status=DatasetExport.Status.RUNNING, started_at=now, progress_count=0)
+    )
+    if not claimed:
+        return None
+    return dataset_export_run(export=DatasetExport.objects.get(pk=export_id))
+
+
+def dataset_export_start(
+    *, options: ExportOptions, filters: ExportFilters, created_by: Any
+) -> DatasetExport:
+    """Create an export record and run it: inline when small or without a broker, otherwise in
+    a Celery task (enqueued once the record is committed) so no web worker is tied up.
+
+    Raises EmptyExportError (and records nothing) when no selected dialogue is approved; any
+    later failure is recorded on the returned export (status failed, error).
+    """
+    export = dataset_export_create(options=options, filters=filters, created_by=created_by)
+    if export.total_count == 0:
+        export.delete()
+        raise EmptyExportError(_empty_message(0, export.skipped_count))
+    if settings.CELERY_BROKER_URL and export.total_count > settings.SYNTHREVIEW_EXPORT_INLINE_MAX:
+        from review.tasks import run_dataset_export
+
+        transaction.on_commit(lambda: run_dataset_export.delay(export.pk))
+        return export
+    DatasetExport.objects.filter(pk=export.pk).update(
+        status=DatasetExport.Status.RUNNING, started_at=timezone.now()
+    )
+    export.refresh_from_db()
+    with contextlib.suppress(ExportError, OSError):  # recorded on the export by the run
+        dataset_export_run(export=export)
+    return export

@@ -1,0 +1,40 @@
+"""Who may review: members of the Reviewer group, and staff. Checked on the server for every
+review endpoint; hiding buttons is a courtesy, not the control."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from review.models import REVIEWER_GROUP
+
+View = Callable[..., HttpResponse]
+
+
+def is_reviewer(user: AbstractBaseUser | AnonymousUser) -> bool:
+    if not user.is_authenticated or not user.is_active:
+        return False
+    if user.is_staff:
+        return True
+    # Cached on the user object: a request asks at most once.
+    cached = getattr(user, "_is_reviewer", None)
+    if cached is None:
+        cached = user.groups.filter(name=REVIEWER_GROUP).exists()
+        user._is_reviewer = cached
+    return cached
+
+
+def reviewer_required(view: View) -> View:
+    """403 with a polite page (not a bare error) for a logged-in user without reviewer access."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        if not is_reviewer(request.user):
+            return render(request, "review/no_access.html", status=403)
+        return view(request, *args, **kwargs)
+
+    return wrapped

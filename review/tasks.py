@@ -1,0 +1,23 @@
+"""Celery tasks of the review app: ids in, one service call each, safe to run twice."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from review import export
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="review.run_dataset_export", acks_late=True, ignore_result=True)
+def run_dataset_export(export_id: int) -> None:
+    """Write one export. A redelivered message (worker lost after starting) runs it again from
+    the start: the output is deterministic and replaces the temporary file, never a finished
+    one; an export already done, failed or held by a live worker is left alone."""
+    try:
+        export.dataset_export_claim_and_run(export_id=export_id)
+    except (export.ExportError, OSError) as exc:
+        # Recorded on the export row for the admin; nothing transient to retry.
+        logger.warning("Export %s failed: %s", export_id, exc)

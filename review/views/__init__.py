@@ -1,0 +1,13 @@
+"""The review screens, one module per screen: the queue, the dialogue, its turns."""
+
+from __future__ import annotations
+
+from .dialogue import approve, dialogue, progress, reject, release, reopen
+from .health import healthz
+from .queue import queue, review_next
+from .turns import flag_dismiss, turn, turn_edit, turn_flag, turn_regenerate, turn_revert
+
+__all__ = [
+    "approve", "dialogue", "flag_dismiss", "healthz", "progress", "queue", "reject", "release",
+    "reopen", "review_next", "turn", "turn_edit", "turn_flag", "turn_regenerate", "turn_revert",
+]  # fmt: skip

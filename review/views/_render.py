@@ -1,0 +1,117 @@
+"""Rendering shared by the dialogue and turn views: the full page, or only the partials an
+htmx request swaps (the first partial is the target; the others go out-of-band)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+
+from generation.models import Dialogue
+from review.models import DialogueReview, Flag
+from review.selectors import dialogue_for_review
+from review.services import ReviewError
+
+TEMPLATE = "review/dialogue.html"
+GENERATING = (Dialogue.Status.PENDING, Dialogue.Status.GENERATING)
+
+
+def page_context(
+    request: HttpRequest, dialogue: Dialogue, *, ui: dict | None = None, panel: dict | None = None
+) -> dict[str, Any]:
+    review = dialogue.review_state
+    now = timezone.now()
+    held_by_other = review.claim_is_active(now) and review.claimed_by_id != request.user.pk
+    generating = dialogue.status in GENERATING
+    ui = ui or {}
+    for turn in dialogue.live_turns:
+        # The open form, error or conflict belongs to one turn; the others render plainly.
+        turn.ui = ui if ui.get("turn") == turn.pk else {}
+        # The turn's action URLs all extend this one (see review/urls.py): one reverse() per
+        # turn instead of eight keeps a 60-turn page cheap.
+        turn.url = reverse("review:turn", args=[dialogue.pk, turn.pk])
+    return {
+        "dialogue": dialogue,
+        "review": review,
+        "claim_active": review.claim_is_active(now),
+        "held_by_other": held_by_other,
+        "generating": generating,
+        "can_edit": review.status == DialogueReview.Status.PENDING
+        and not held_by_other
+        and not generating,
+        "is_demo": dialogue.run.provider == "demo",
+        "ui": ui,
+        "flag_categories": Flag.Category.choices,
+        "panel": panel or {},
+        "claim_minutes": settings.SYNTHREVIEW_CLAIM_MINUTES,
+        "max_chars": settings.SYNTHREVIEW_MAX_CORRECTION_CHARS,
+    }
+
+
+def render_dialogue(
+    request: HttpRequest,
+    pk: int,
+    *,
+    partials: Iterable[str] = (),
+    status: int = 200,
+    ui: dict | None = None,
+    panel: dict | None = None,
+) -> HttpResponse:
+    dialogue = dialogue_for_review(pk=pk)
+    context = page_context(request, dialogue, ui=ui, panel=panel)
+    if ui and ui.get("turn"):
+        context["turn"] = next((t for t in dialogue.live_turns if t.pk == ui["turn"]), None)
+        if context["turn"] is None:
+            raise Http404("No such turn in this dialogue")
+    partials = list(partials)
+    if not request.htmx or not partials:
+        return render(request, TEMPLATE, context, status=status)
+    html = "".join(
+        render_to_string(f"{TEMPLATE}#{name}", {**context, "oob": index > 0}, request)
+        for index, name in enumerate(partials)
+    )
+    return HttpResponse(html, status=status)
+
+
+def action_result(
+    request: HttpRequest,
+    pk: int,
+    error: ReviewError | None,
+    *,
+    partials: Iterable[str],
+    success: str,
+    anchor: str = "",
+    ui: dict | None = None,
+    panel: dict | None = None,
+) -> HttpResponse:
+    """After a POST: htmx gets the changed partials; a plain form post is redirected back to
+    the page on success (post/redirect/get) or shown the page with the error and its input."""
+    if error is None and not request.htmx:
+        messages.success(request, success)
+        return redirect(f"{request.build_absolute_uri(dialogue_url(pk))}{anchor}")
+    status = error.status if error else 200
+    if error:
+        if ui is not None:
+            ui["error"] = error.message
+        else:
+            panel = {**(panel or {}), "error": error.message}
+    return render_dialogue(request, pk, partials=partials, status=status, ui=ui, panel=panel)
+
+
+def dialogue_url(pk: int) -> str:
+    return reverse("review:dialogue", args=[pk])
+
+
+def form_error(form: Any) -> str:
+    """The first form error as one sentence (these forms only fail on tampered input)."""
+    for field, errors in form.errors.items():
+        label = field if field != "__all__" else ""
+        return f"{label}: {errors[0]}" if label else str(errors[0])
+    return "Invalid input."

@@ -1,0 +1,46 @@
+"""Generation fixtures: inline tasks for unit tests, the fake OpenAI server, scenarios."""
+
+from __future__ import annotations
+
+import pytest
+
+from synthreview.celery import app
+from tests.factories import ScenarioFactory
+from tests.tooling.fake_openai import FakeOpenAI
+
+
+@pytest.fixture(autouse=True)
+def _tasks_inline(request):
+    """Unit tests run tasks in-process even when CELERY_BROKER_URL points at a real Redis;
+    tests marked `worker` talk to real worker processes instead."""
+    if request.node.get_closest_marker("worker"):
+        yield
+        return
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        app.conf.task_always_eager = previous
+
+
+@pytest.fixture
+def fake_openai():
+    with FakeOpenAI(latency=0.0, retry_after=0.01, slow_seconds=2.0) as server:
+        yield server
+
+
+@pytest.fixture
+def openai_provider(settings, fake_openai):
+    """Point the OpenAI provider at the fake server, with fast retries and a short timeout."""
+    settings.OPENAI_BASE_URL = fake_openai.url
+    settings.OPENAI_API_KEY = ""
+    settings.SYNTHREVIEW_LLM_TIMEOUT = 1.0
+    settings.SYNTHREVIEW_LLM_RETRY_BASE_SECONDS = 0.01
+    settings.SYNTHREVIEW_LLM_RETRY_MAX_SECONDS = 0.05
+    return fake_openai
+
+
+@pytest.fixture
+def scenario(db):
+    return ScenarioFactory(min_turns=2, max_turns=4, end_marker="<END>")

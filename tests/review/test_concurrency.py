@@ -1,0 +1,95 @@
+"""Review next under concurrent clicks: row locks only behave in real transactions on a real
+PostgreSQL, so these tests commit (transaction=True) and click from 20 threads at once."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.db import connection
+from django.test import Client
+from django.urls import reverse
+
+from review.models import REVIEWER_GROUP, DialogueReview
+from tests.factories import DialogueFactory, RunFactory, TurnFactory
+
+CLICKERS = 20
+
+
+def _reviewers(n: int) -> list[User]:
+    group, _ = Group.objects.get_or_create(name=REVIEWER_GROUP)
+    users = [User.objects.create(username=f"expert{i}") for i in range(n)]
+    for user in users:
+        user.groups.add(group)
+    return users
+
+
+def _dialogues(n: int) -> list[int]:
+    run = RunFactory()
+    ids = []
+    for _ in range(n):
+        dialogue = DialogueFactory(run=run)
+        TurnFactory(dialogue=dialogue, position=0)
+        ids.append(dialogue.pk)
+    return ids
+
+
+def _click_all(users: list[User]) -> dict[str, str | None]:
+    """Every user clicks Review next at the same instant; returns where each one landed."""
+    barrier = threading.Barrier(len(users))
+    landed: dict[str, str | None] = {}
+    errors: list[BaseException] = []
+
+    def click(user: User) -> None:
+        try:
+            client = Client()
+            client.force_login(user)
+            # Hand the connection back before waiting: with a pool of 20, twenty idle threads
+            # holding connections would starve each other at the barrier.
+            connection.close()
+            barrier.wait(timeout=30)
+            response = client.post(reverse("review:next"))
+            assert response.status_code == 302
+            location = response["Location"]
+            landed[user.username] = None if location == reverse("review:queue") else location
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=click, args=(user,)) for user in users]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, [e for e in errors if not isinstance(e, threading.BrokenBarrierError)] or errors
+    return landed
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_twenty_concurrent_review_next_clicks_get_distinct_dialogues():
+    users = _reviewers(CLICKERS)
+    _dialogues(CLICKERS + 5)
+    landed = _click_all(users)
+    assert len(landed) == CLICKERS
+    assert None not in landed.values()
+    assert len(set(landed.values())) == CLICKERS
+    claims = DialogueReview.objects.filter(claimed_by__isnull=False)
+    assert claims.count() == CLICKERS
+    assert len(set(claims.values_list("claimed_by", flat=True))) == CLICKERS
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_more_clickers_than_dialogues_never_share_one():
+    users = _reviewers(CLICKERS)
+    ids = _dialogues(5)
+    landed = _click_all(users)
+    got = [location for location in landed.values() if location]
+    assert len(got) == len(set(got)) == 5
+    assert (
+        sorted(DialogueReview.objects.filter(claimed_by__isnull=False).values_list("pk", flat=True))
+        == ids
+    )

@@ -1,0 +1,179 @@
+"""`manage.py export_dataset`: files, stdout, the export record, and errors naming the input."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.core.management import CommandError, call_command
+
+from review.export import manifest_path_for
+from review.management.commands.export_dataset import _ProgressBar
+from review.models import DatasetExport, DialogueReview
+from tests.factories import RunFactory, ScenarioFactory, dialogue_with_turns
+from tests.tooling.openai_format import validate_file
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def media(tmp_path, settings):
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    return Path(settings.MEDIA_ROOT)
+
+
+def approved(**kwargs):
+    dialogue = dialogue_with_turns(4, **kwargs)
+    DialogueReview.objects.create(dialogue=dialogue, status="approved")
+    return dialogue
+
+
+def export_cmd(*args: str) -> str:
+    err = io.StringIO()
+    call_command("export_dataset", *args, stdout=io.StringIO(), stderr=err)
+    return err.getvalue()
+
+
+def test_exports_to_a_file_and_rereads_the_jsonl(tmp_path, media):
+    run = RunFactory()
+    for _ in range(3):
+        approved(run=run)
+    dialogue_with_turns(run=run)  # pending: skipped
+    out = tmp_path / "train.jsonl"
+
+    message = export_cmd("--format", "openai", "--run", str(run.pk), "--output", str(out))
+
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 3
+    assert all(line["messages"][-1]["role"] == "assistant" for line in lines)
+    assert validate_file(out) == {}
+    assert "Exported 3 dialogues" in message
+    assert "1 skipped: not approved" in message
+    manifest = json.loads(manifest_path_for(out).read_text())
+    assert manifest["counts"]["records"] == 3
+    assert manifest["filters"] == {"run_ids": [run.pk]}
+
+    record = DatasetExport.objects.get()
+    assert record.source == DatasetExport.Source.CLI
+    assert record.status == DatasetExport.Status.DONE
+    assert record.output_path == str(out)
+    assert record.exported_count == 3 and record.skipped_count == 1
+    stored = Path(record.file.path)
+    assert stored.is_relative_to(media)
+    assert stored.read_bytes() == out.read_bytes()
+    assert record.sha256 == manifest["sha256"]
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_exports_to_stdout(capfdbinary):
+    approved()
+    call_command("export_dataset", "--format", "sharegpt", "--no-system", "--output", "-")
+    out = capfdbinary.readouterr().out
+    line = json.loads(out.decode())
+    assert [m["from"] for m in line["conversations"]] == ["gpt", "human", "gpt"]
+    assert DatasetExport.objects.get().output_path == "-"
+
+
+def test_scenario_and_scrub_options(tmp_path):
+    fraud = approved(run=RunFactory(scenario=ScenarioFactory(slug="fraud")))
+    approved()
+    answer = fraud.turns.get(position=2)
+    answer.text = "Call the bank on +44 20 7946 0958 instead."
+    answer.save()
+    out = tmp_path / "fraud.jsonl"
+    export_cmd("--format", "dpo", "--scenario", "fraud", "--scrub-pii", "--output", str(out))
+    (pair,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert pair["chosen"] == [{"role": "assistant", "content": "Call the bank on [PHONE] instead."}]
+    assert pair["rejected"] == [{"role": "assistant", "content": answer.original_text}]
+    manifest = json.loads(manifest_path_for(out).read_text())
+    assert manifest["pii"]["replacements"]["PHONE"] == 1
+    assert manifest["filters"] == {"scenario": "fraud"}
+
+
+def test_no_pairs_is_an_error_recorded_as_failed(tmp_path):
+    approved()
+    out = tmp_path / "pairs.jsonl"
+    with pytest.raises(CommandError, match="corrected assistant turn"):
+        export_cmd("--format", "dpo", "--output", str(out))
+    assert DatasetExport.objects.get().status == DatasetExport.Status.FAILED
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--format", "parquet"], "Unknown format 'parquet'"),
+        (["--format", "openai", "--run", "999999"], "Unknown run: 999999"),
+        (["--format", "openai", "--scenario", "nope"], "Unknown scenario: 'nope'"),
+        (["--format", "openai", "--since", "last tuesday"], "Invalid date 'last tuesday'"),
+    ],
+)
+def test_bad_input_is_named(tmp_path, args, message):
+    approved()
+    out = tmp_path / "x.jsonl"
+    with pytest.raises(CommandError, match=message):
+        export_cmd(*args, "--output", str(out))
+    assert not out.exists()
+    assert not DatasetExport.objects.exists()
+
+
+def test_empty_selection_gives_a_message_and_no_file(tmp_path):
+    dialogue_with_turns()
+    out = tmp_path / "x.jsonl"
+    with pytest.raises(CommandError, match="none of the 1 selected dialogues is approved"):
+        export_cmd("--format", "openai", "--output", str(out))
+    assert list(tmp_path.iterdir()) == [tmp_path / "media"] or list(tmp_path.iterdir()) == []
+    assert not DatasetExport.objects.exists()
+
+
+def test_unwritable_output_fails_before_exporting(tmp_path):
+    approved()
+    with pytest.raises(CommandError, match="does not exist"):
+        export_cmd("--format", "openai", "--output", str(tmp_path / "missing" / "x.jsonl"))
+    with pytest.raises(CommandError, match="is a directory"):
+        export_cmd("--format", "openai", "--output", str(tmp_path))
+    assert not DatasetExport.objects.exists()
+
+
+def test_since_filters_on_approval_date(tmp_path):
+    from django.utils import timezone
+
+    dialogue = approved()
+    DialogueReview.objects.filter(dialogue=dialogue).update(decided_at=timezone.now())
+    approved()  # approved without a date: before any --since
+    out = tmp_path / "since.jsonl"
+    export_cmd("--format", "openai", "--since", "2000-01-01", "--output", str(out))
+    assert len(out.read_text().splitlines()) == 1
+
+
+def test_progress_bar_draws_in_place():
+    stream = io.StringIO()
+    bar = _ProgressBar(stream, width=10)
+    bar(5, 10)
+    bar(10, 10)
+    bar.close()
+    assert stream.getvalue() == (
+        "\r[#####.....]  50% 5/10 dialogues\r[##########] 100% 10/10 dialogues\n"
+    )
+
+
+def test_exit_status_is_non_zero_on_error():
+    env = {**os.environ, "SECRET_KEY": "x"}
+    env.pop("DATABASE_URL", None)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "export_dataset", "--format", "csv", "--output", "-"],
+        cwd=django_settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "Unknown format 'csv'" in done.stderr
+    assert done.stdout == ""

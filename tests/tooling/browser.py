@@ -1,0 +1,99 @@
+"""Playwright fixtures: Debian chromium, one browser per session, a fresh context per page.
+
+Each page records Content-Security-Policy violations and console errors so a test can assert
+that the screen loaded cleanly under the CSP (no inline script or style was needed).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+CHROMIUM = os.environ.get("SYNTHREVIEW_CHROMIUM", "/usr/bin/chromium")
+TIMEOUT_MS = 15_000
+
+# Runs before any page script; securitypolicyviolation events are the browser's own report.
+_RECORD_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__cspViolations.push(e.violatedDirective + " " + (e.blockedURI || "inline"));
+});
+"""
+
+
+@dataclass
+class Tab:
+    page: object
+    console_errors: list[str] = field(default_factory=list)
+
+    def csp_violations(self) -> list[str]:
+        return list(self.page.evaluate("window.__cspViolations || []"))
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    # Playwright's sync API runs an event loop in this thread; Django's ORM would otherwise
+    # refuse to run in the same thread (SynchronousOnlyOperation).
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def new_tab(browser) -> Iterator[Callable[[], Tab]]:
+    """Factory of fresh browser contexts (separate cookies: separate sessions)."""
+    contexts = []
+
+    def make() -> Tab:
+        context = browser.new_context(viewport={"width": 1366, "height": 900})
+        context.set_default_timeout(TIMEOUT_MS)
+        context.add_init_script(_RECORD_VIOLATIONS)
+        contexts.append(context)
+        page = context.new_page()
+        tab = Tab(page=page)
+        page.on(
+            "console",
+            lambda message: (
+                tab.console_errors.append(message.text) if message.type == "error" else None
+            ),
+        )
+        page.on("dialog", lambda dialog: dialog.accept())  # hx-confirm prompts
+        return tab
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def eager_celery() -> Iterator[None]:
+    """Run Celery tasks inline even when a broker is configured (no worker in browser tests)."""
+    from synthreview.celery import app
+
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        app.conf.task_always_eager = previous
+
+
+def log_in(tab: Tab, base_url: str, username: str, password: str = "pw") -> None:
+    page = tab.page
+    page.goto(f"{base_url}/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{base_url}/review/")
