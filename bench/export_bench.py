@@ -29,11 +29,13 @@ import tempfile
 import time
 from pathlib import Path
 
-REPEATS = 2
+REPEATS = 3
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "synthreview.settings")
+# One plain connection: the benchmark may drop and recreate its database under a pool.
+os.environ.setdefault("DATABASE_POOL_MAX_SIZE", "0")
 
 VOCABULARY = (
     "the sine of an angle is the ratio of the opposite side to the hypotenuse so for thirty "
@@ -49,12 +51,14 @@ PII_SNIPPETS = [
 ]
 
 
-def _database_ensure(url: str) -> None:
+def _database_ensure(url: str, *, recreate: bool = False) -> None:
     import psycopg
 
     name = url.rsplit("/", 1)[1]
     admin_url = url.rsplit("/", 1)[0] + "/postgres"
     with psycopg.connect(admin_url, autocommit=True) as conn:
+        if recreate:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{name}"')
@@ -288,19 +292,26 @@ def main() -> None:
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith(("postgres://", "postgresql://")):
         sys.exit("Set DATABASE_URL to a PostgreSQL database of its own (it is seeded).")
-    _database_ensure(url)
+    # The benchmark database is disposable: recreated on --reseed, or when its schema no longer
+    # migrates (migrations regenerated since it was seeded).
+    _database_ensure(url, recreate=args.reseed)
     import django
 
     django.setup()
     from django.core.management import call_command
+    from django.db import DatabaseError, connection
 
     from generation.models import GenerationRun, Scenario
 
-    call_command("migrate", verbosity=0)
+    try:
+        call_command("migrate", verbosity=0)
+    except DatabaseError:
+        connection.close()
+        print("benchmark database does not migrate: recreating it")
+        _database_ensure(url, recreate=True)
+        call_command("migrate", verbosity=0)
     scenario = Scenario.objects.filter(slug="bench-trig").first()
-    if scenario is not None and (args.reseed or scenario.dialogues.count() != args.dialogues):
-        from django.db import connection
-
+    if scenario is not None and scenario.dialogues.count() != args.dialogues:
         with connection.cursor() as cursor:
             cursor.execute(
                 "TRUNCATE review_dialoguereview, generation_turn, generation_dialogue, "

@@ -33,6 +33,15 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=6)
     parser.add_argument("--latency", type=float, default=0.5)
     parser.add_argument("--in-flight", type=int, nargs="+", default=[64, 256])
+    parser.add_argument(
+        "--headroom",
+        type=float,
+        default=0.0,
+        help="Worker threads beyond the in-flight limit, as a fraction (0.125: 64 -> 72).",
+    )
+    parser.add_argument(
+        "--worker-arg", action="append", default=[], help="Extra `celery worker` argument."
+    )
     parser.add_argument("--port", type=int, default=0, help="Fake server port (0: a free one).")
     args = parser.parse_args()
 
@@ -96,7 +105,8 @@ def measure(limit: int, args, fake_url: str) -> dict[str, float]:
                       "system_prompt": "You are a benchmark persona.", "model": "fake-model"},
         )  # fmt: skip
     worker = CeleryWorker(
-        queue=queue, pool="threads", concurrency=limit,
+        queue=queue, pool="threads", concurrency=limit + int(limit * args.headroom),
+        extra_args=args.worker_arg,
         env={"OPENAI_BASE_URL": fake_url, "LOG_LEVEL": "WARNING",
              "DATABASE_URL": os.environ["DATABASE_URL"]},
     )  # fmt: skip

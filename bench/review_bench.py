@@ -24,6 +24,7 @@ import os
 import secrets
 import socket
 import statistics
+import string
 import subprocess
 import sys
 import tempfile
@@ -113,7 +114,9 @@ def setup_data(reviewers: int, turns: int) -> list[dict]:
                 Flag(turn=t, category="factual", created_by=user, note="check this")
                 for t in created[5::15]
             )
-            plan.append({"user": user, "dialogue": dialogue.pk, "turn": created[0].pk})
+            plan.append(
+                {"user": user, "dialogue": dialogue.pk, "turn": created[0].pk, "version": 1}
+            )
     for entry in plan:
         assert services.review_claim_next(actor=entry["user"]).pk == entry["dialogue"]
         client = Client()
@@ -131,8 +134,7 @@ class Reviewer(threading.Thread):
         self.port, self.entry, self.iterations, self.start_barrier = port, entry, iterations, start
         self.samples: dict[str, list[float]] = {"trivial": [], "dialogue": [], "save": []}
         self.errors: list[str] = []
-        self.version = 1
-        csrf = secrets.token_urlsafe(24)[:32].ljust(32, "x")
+        csrf = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32))
         self.headers = {
             "Cookie": f"sessionid={entry['session']}; csrftoken={csrf}",
             "X-CSRFToken": csrf,
@@ -153,18 +155,22 @@ class Reviewer(threading.Thread):
         return response.status
 
     def run(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # reported with the results
+            self.errors.append(repr(exc))
+
+    def _run(self) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         d, t = self.entry["dialogue"], self.entry["turn"]
         self.start_barrier.wait()
         for i in range(self.iterations):
             self.request(conn, "trivial", "GET", "/review/healthz/")
             self.request(conn, "dialogue", "GET", f"/review/dialogues/{d}/")
-            body = urlencode({"text": f"Corrected step, pass {i}.", "version": self.version})
-            if (
-                self.request(conn, "save", "POST", f"/review/dialogues/{d}/turns/{t}/edit/", body)
-                == 200
-            ):
-                self.version += 1
+            body = urlencode({"text": f"Corrected, pass {i}.", "version": self.entry["version"]})
+            path = f"/review/dialogues/{d}/turns/{t}/edit/"
+            if self.request(conn, "save", "POST", path, body) == 200:
+                self.entry["version"] += 1  # the turn's version token, kept across passes
         conn.close()
 
 
@@ -182,6 +188,8 @@ def measure(port: int, plan: list[dict], iterations: int) -> dict:
         thread.join()
     elapsed = time.perf_counter() - started
     errors = [e for t in threads for e in t.errors]
+    if errors and not all(t.samples["save"] for t in threads):
+        sys.exit(f"benchmark requests failed: {errors[:5]}")
     result: dict = {"reviewers": len(plan), "elapsed_s": round(elapsed, 2), "errors": errors[:5]}
     for kind in ("trivial", "dialogue", "save"):
         values = [v for t in threads for v in t.samples[kind]]

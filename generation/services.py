@@ -124,6 +124,7 @@ def dialogue_acquire_lease(*, dialogue_id: int, owner: str) -> bool:
         lease_owner=owner,
         lease_expires_at=now + timedelta(seconds=settings.SYNTHREVIEW_LEASE_SECONDS),
         attempts=F("attempts") + 1,
+        updated_at=now,
     )
     if won:
         with _held_lock:
@@ -236,7 +237,7 @@ def _enqueue(dialogue_ids: list[int]) -> None:
         generate_dialogue.apply_async((dialogue_id,), queue=settings.CELERY_TASK_DEFAULT_QUEUE)
 
 
-def _tasks_run_inline() -> bool:
+def tasks_run_inline() -> bool:
     from synthreview.celery import app
 
     return bool(app.conf.task_always_eager)
@@ -266,8 +267,12 @@ def run_dispatch(*, run_id: int) -> int:
                 free = run.max_in_flight - in_flight
                 if free <= 0:
                     return total
+                # Lock order is always dialogue rows before the run row elsewhere (a finishing
+                # dialogue locks itself, then the run); holding the run here, never wait for
+                # a dialogue row: skip the ones another transaction holds.
                 ids = list(
-                    dialogues.filter(status=Dialogue.Status.PENDING, dispatched_at__isnull=True)
+                    dialogues.select_for_update(skip_locked=True)
+                    .filter(status=Dialogue.Status.PENDING, dispatched_at__isnull=True)
                     .order_by("index")
                     .values_list("pk", flat=True)[:free]
                 )
@@ -276,7 +281,7 @@ def run_dispatch(*, run_id: int) -> int:
                 Dialogue.objects.filter(pk__in=ids).update(dispatched_at=timezone.now())
                 transaction.on_commit(lambda ids=ids: _enqueue(ids))
             total += len(ids)
-            if not _tasks_run_inline() or connection.in_atomic_block:
+            if not tasks_run_inline() or connection.in_atomic_block:
                 return total
 
 
@@ -492,24 +497,65 @@ def _usage_rollup(*, dialogue_id: int, done: int = 0, failed: int = 0) -> None:
 
 
 def _dialogue_complete(*, dialogue: Dialogue, owner: str, reason: str) -> None:
-    now = timezone.now()
-    with transaction.atomic():
-        won = Dialogue.objects.filter(
-            pk=dialogue.pk, lease_owner=owner, status=Dialogue.Status.GENERATING
-        ).update(status=Dialogue.Status.COMPLETE, stop_reason=reason[:200], finished_at=now)
-        if won:
-            _usage_rollup(dialogue_id=dialogue.pk, done=1)
+    _dialogue_finish(
+        dialogue=dialogue,
+        owner=owner,
+        fields={"status": Dialogue.Status.COMPLETE, "stop_reason": reason[:200]},
+        done=1,
+    )
 
 
 def _dialogue_fail(*, dialogue: Dialogue, owner: str, reason: str) -> None:
-    now = timezone.now()
     log.warning("dialogue %s failed: %s", dialogue.pk, reason)
+    _dialogue_finish(
+        dialogue=dialogue,
+        owner=owner,
+        fields={"status": Dialogue.Status.FAILED, "failure_reason": reason},
+        failed=1,
+    )
+
+
+def _dialogue_finish(
+    *, dialogue: Dialogue, owner: str, fields: dict, done: int = 0, failed: int = 0
+) -> None:
+    """Close the dialogue, hand its window slot to the next one, roll its usage up: one commit.
+
+    Handing the slot over in the same transaction keeps "dispatched + generating" constant at
+    every commit, so a concurrent counting dispatch (launch, sweep) never sees a gap to fill,
+    and the hand-over needs neither a count nor the run's row lock.
+    """
     with transaction.atomic():
         won = Dialogue.objects.filter(
             pk=dialogue.pk, lease_owner=owner, status=Dialogue.Status.GENERATING
-        ).update(status=Dialogue.Status.FAILED, failure_reason=reason, finished_at=now)
-        if won:
-            _usage_rollup(dialogue_id=dialogue.pk, failed=1)
+        ).update(finished_at=timezone.now(), **fields)
+        if not won:
+            return
+        if dialogue.resume_from is None and not tasks_run_inline():
+            # Regenerations run outside the window, so they hand nothing over; with no
+            # broker the outermost run_dispatch loop refills instead (no recursion).
+            _dispatch_handoff(run_id=dialogue.run_id)
+    _usage_rollup(dialogue_id=dialogue.pk, done=done, failed=failed)
+
+
+def _dispatch_handoff(*, run_id: int) -> int | None:
+    """Claim the run's next undispatched dialogue and enqueue it on commit."""
+    if not GenerationRun.objects.filter(
+        pk=run_id, status__in=GenerationRun.ACTIVE_STATUSES
+    ).exists():
+        return None
+    candidates = (
+        Dialogue.objects.select_for_update(skip_locked=True)
+        .filter(run_id=run_id, status=Dialogue.Status.PENDING, dispatched_at__isnull=True)
+        .order_by("index")
+        .values_list("pk", flat=True)
+    )
+    for pk in candidates[:5]:
+        if Dialogue.objects.filter(pk=pk, dispatched_at__isnull=True).update(
+            dispatched_at=timezone.now()
+        ):
+            transaction.on_commit(lambda pk=pk: _enqueue([pk]))
+            return pk
+    return None
 
 
 # --- Run lifecycle ------------------------------------------------------------------------------
@@ -552,12 +598,13 @@ def run_cancel(*, run: GenerationRun) -> int:
     """
     now = timezone.now()
     with transaction.atomic():
-        updated = GenerationRun.objects.filter(
-            pk=run.pk, status__in=GenerationRun.ACTIVE_STATUSES
-        ).update(status=GenerationRun.Status.CANCELLED, finished_at=now)
+        # Dialogue rows before the run row: the same lock order as a finishing dialogue.
         cancelled = Dialogue.objects.filter(run_id=run.pk, status__in=OPEN_STATUSES).update(
             status=Dialogue.Status.CANCELLED, stop_reason="cancelled", finished_at=now
         )
+        updated = GenerationRun.objects.filter(
+            pk=run.pk, status__in=GenerationRun.ACTIVE_STATUSES
+        ).update(status=GenerationRun.Status.CANCELLED, finished_at=now)
     if updated:
         run.status, run.finished_at = GenerationRun.Status.CANCELLED, now
     return cancelled
@@ -629,8 +676,13 @@ def dialogues_sweep() -> int:
     """
     now = timezone.now()
     requeue: list[int] = []
+    # Lapsed leases, leases nobody holds (a task that crashed on an unexpected error released
+    # it), and leases of processes on this host that are gone.
     candidates = Dialogue.objects.filter(status=Dialogue.Status.GENERATING).filter(
-        Q(lease_expires_at__lt=now) | Q(lease_owner__startswith=f"{HOSTNAME}:")
+        Q(lease_expires_at__lt=now)
+        | Q(lease_expires_at__isnull=True)
+        | Q(lease_owner="")
+        | Q(lease_owner__startswith=f"{HOSTNAME}:")
     )
     for pk, owner, expires in candidates.values_list("pk", "lease_owner", "lease_expires_at"):
         if expires and expires >= now and not lease_owner_is_dead(owner):

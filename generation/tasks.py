@@ -4,16 +4,30 @@ from __future__ import annotations
 
 from celery import shared_task
 from celery.signals import worker_process_init, worker_ready
+from django.db import InterfaceError, OperationalError
 
 from . import services, worker
 
 
-@shared_task(name="generation.generate_dialogue", acks_late=True, ignore_result=True)
+@shared_task(
+    name="generation.generate_dialogue",
+    acks_late=True,
+    ignore_result=True,
+    # Database blips (a dropped connection, a deadlock victim) are transient: try again
+    # later, continuing from the last saved turn. LLM errors are retried inside the service.
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=1,
+    retry_backoff_max=30,
+    retry_jitter=True,
+    max_retries=5,
+)
 def generate_dialogue(dialogue_id: int) -> None:
     run_id = services.dialogue_generate(dialogue_id=dialogue_id)
     if run_id is not None:
-        # A slot in the run's window is free now: enqueue the next dialogue, close if done.
-        services.run_dispatch(run_id=run_id)
+        # The finished dialogue handed its window slot to the next one (services); with no
+        # broker, run_dispatch's outer loop does that instead. Close the run if all are done.
+        if services.tasks_run_inline():
+            services.run_dispatch(run_id=run_id)
         services.run_finalize(run_id=run_id)
 
 

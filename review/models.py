@@ -174,6 +174,9 @@ class DatasetExport(models.Model):
     output_path = models.CharField(
         max_length=1000, blank=True, help_text="Where the command line also wrote the file."
     )
+    requested_by = models.CharField(
+        max_length=150, blank=True, help_text="The operating-system user, for command-line exports."
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

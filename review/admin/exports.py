@@ -151,6 +151,7 @@ class DatasetExportAdmin(admin.ModelAdmin):
         "__str__",
         "format",
         "status",
+        "progress",
         "who",
         "created_at",
         "exported_count",
@@ -162,7 +163,6 @@ class DatasetExportAdmin(admin.ModelAdmin):
     list_select_related = ["created_by"]
     date_hierarchy = "created_at"
     fields = [
-        "progress",
         "format",
         "status",
         "who",
@@ -252,7 +252,9 @@ class DatasetExportAdmin(admin.ModelAdmin):
     def who(self, obj: DatasetExport) -> str:
         if obj.created_by_id:
             return obj.created_by.get_username()
-        return "command line" if obj.source == DatasetExport.Source.CLI else "-"
+        if obj.source == DatasetExport.Source.CLI:
+            return f"{obj.requested_by or 'unknown'} (command line)"
+        return "-"
 
     @admin.display(description="File")
     def download_link(self, obj: DatasetExport) -> str:
@@ -286,7 +288,12 @@ class DatasetExportAdmin(admin.ModelAdmin):
     def manifest_display(self, obj: DatasetExport) -> str:
         if not obj.manifest:
             return "-"
-        return format_html("<pre>{}</pre>", json.dumps(obj.manifest, indent=2, sort_keys=True))
+        manifest = {**obj.manifest, "filters": dict(obj.manifest.get("filters", {}))}
+        ids = manifest["filters"].get("dialogue_ids")
+        if ids is not None:
+            # A "select all" export lists thousands of ids; the download has them all.
+            manifest["filters"]["dialogue_ids"] = f"{len(ids)} ids (in the manifest download)"
+        return format_html("<pre>{}</pre>", json.dumps(manifest, indent=2, sort_keys=True))
 
     def delete_model(self, request: HttpRequest, obj: DatasetExport) -> None:
         _delete_files(obj)

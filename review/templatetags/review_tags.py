@@ -4,6 +4,7 @@ from django import template
 from django.utils.safestring import SafeString
 
 from generation.models import Turn
+from review.permissions import is_reviewer
 from review.rendering import render_markdown, word_diff
 
 register = template.Library()
@@ -31,3 +32,9 @@ _WARNING_LABELS = dict(Turn.Warning.choices)
 def warning_label(code: str) -> str:
     """Readable name of a generation warning (unknown codes show as written)."""
     return _WARNING_LABELS.get(code, str(code).replace("_", " "))
+
+
+@register.filter
+def can_review(user: object) -> bool:
+    """For navigation only; every review view enforces access on the server."""
+    return is_reviewer(user)

@@ -13,6 +13,8 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
+from django_htmx.http import reswap
+from django_htmx.http import retarget as retarget_response
 
 from generation.models import Dialogue
 from review.models import DialogueReview, Flag
@@ -21,6 +23,7 @@ from review.services import ReviewError
 
 TEMPLATE = "review/dialogue.html"
 GENERATING = (Dialogue.Status.PENDING, Dialogue.Status.GENERATING)
+DISCARDED = "That turn was replaced by a regeneration; the transcript below is the current one."
 
 
 def page_context(
@@ -66,18 +69,27 @@ def render_dialogue(
 ) -> HttpResponse:
     dialogue = dialogue_for_review(pk=pk)
     context = page_context(request, dialogue, ui=ui, panel=panel)
+    partials = list(partials)
+    retarget = ""
     if ui and ui.get("turn"):
         context["turn"] = next((t for t in dialogue.live_turns if t.pk == ui["turn"]), None)
         if context["turn"] is None:
-            raise Http404("No such turn in this dialogue")
-    partials = list(partials)
+            if not any(t.pk == ui["turn"] for t in dialogue.discarded_turns):
+                raise Http404("No such turn in this dialogue")
+            # A regeneration replaced the turn (in another tab, say): show the transcript as
+            # it is now, with the reason, instead of a turn that no longer exists.
+            context["panel"] = {"error": ui.get("error") or DISCARDED}
+            partials, retarget, status = ["transcript", "panel"], "#transcript", 409
     if not request.htmx or not partials:
         return render(request, TEMPLATE, context, status=status)
     html = "".join(
         render_to_string(f"{TEMPLATE}#{name}", {**context, "oob": index > 0}, request)
         for index, name in enumerate(partials)
     )
-    return HttpResponse(html, status=status)
+    response = HttpResponse(html, status=status)
+    if retarget:
+        response = reswap(retarget_response(response, retarget), "outerHTML")
+    return response
 
 
 def action_result(

@@ -87,8 +87,10 @@
       form.requestSubmit();
       return;
     }
-    if (event.key === "Escape" && target.closest) {
-      var cancel = target.closest("article.turn") && target.closest("article.turn").querySelector("[data-cancel]");
+    if (event.key === "Escape" && !document.querySelector("dialog[open]")) {
+      // Cancel the form of the turn being worked on, wherever the focus is.
+      var owner = (target.closest && target.closest("article.turn")) || currentTurn();
+      var cancel = (owner && owner.querySelector("[data-cancel]")) || document.querySelector("#transcript [data-cancel]");
       if (cancel) { event.preventDefault(); cancel.click(); return; }
     }
     if (event.ctrlKey || event.metaKey || event.altKey) return;
@@ -153,7 +155,7 @@
   function prepare(root) {
     renderMath(root);
     var focus = root.querySelector && root.querySelector("[data-autofocus]");
-    if (focus && root !== document) {
+    if (focus && root !== document && document.activeElement !== focus) {
       focus.focus();
       if (focus.tagName === "TEXTAREA") {
         focus.setSelectionRange(focus.value.length, focus.value.length);
@@ -179,6 +181,15 @@
     // After a turn is saved or cancelled, keep the keyboard where the reviewer was.
     var turn = event.detail.target && event.detail.target.id && document.getElementById(event.detail.target.id);
     if (turn && turn.matches("article.turn") && !turn.querySelector("[data-autofocus]")) setCurrent(turn);
+  });
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    // An expired session answers with the login page (after a redirect): never swap it into a
+    // turn, and keep whatever the reviewer typed on the screen.
+    var url = event.detail.xhr && event.detail.xhr.responseURL;
+    if (url && new URL(url).pathname.indexOf("/login/") === 0) {
+      event.detail.shouldSwap = false;
+      toast("Your session has ended, so nothing was saved. Log in again in a new tab, then repeat the action: your text is still here.", "error");
+    }
   });
   document.addEventListener("htmx:responseError", function (event) {
     var status = event.detail.xhr.status;

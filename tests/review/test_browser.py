@@ -6,6 +6,11 @@ import re
 
 import pytest
 
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the browser marker reports it (skip, or fail in CI)
+    expect = None
+
 from review.models import DialogueReview, Flag
 from tests.factories import UserFactory, dialogue_with_turns
 from tests.tooling.browser import log_in
@@ -56,6 +61,7 @@ def test_expert_reviews_a_dialogue_end_to_end(live_server, new_tab, eager_celery
 
     # Correct it; the diff shows what changed and the flag is resolved.
     article.get_by_role("link", name="Edit").click()
+    expect(article.locator("textarea")).to_be_focused()  # the box is ready for typing
     article.locator("textarea").fill(TRIG.replace("= 2$", "= 1$"))
     article.get_by_role("button", name="Save").click()
     diff = article.locator(".diff")
@@ -98,12 +104,12 @@ def test_keyboard_shortcuts(live_server, new_tab):
     assert page.locator("article.turn.is-current").get_attribute("id") == f"turn-{turn.pk}"
     page.keyboard.press("e")
     textarea = page.locator(f"#turn-{turn.pk} textarea")
-    textarea.wait_for()
+    expect(textarea).to_be_focused()
     textarea.fill("Better: $\\sin^2 x + \\cos^2 x = 1$.")
     page.keyboard.press("Control+Enter")
     page.locator(f"#turn-{turn.pk} .diff").wait_for()
     page.keyboard.press("f")
-    page.locator(f"#turn-{turn.pk} .flag-form").wait_for()
+    expect(page.locator(f"#turn-{turn.pk} .flag-form input[type=radio]").first).to_be_focused()
     page.keyboard.press("Escape")
     page.locator(f"#turn-{turn.pk} .flag-form").wait_for(state="detached")
     page.keyboard.press("r")
@@ -122,7 +128,7 @@ def test_second_context_editing_the_same_turn_gets_the_conflict(live_server, new
         log_in(tab, live_server.url, "dr_a")
         tab.page.goto(f"{live_server.url}{dialogue.get_absolute_url()}")
         tab.page.locator(f"#turn-{turn.pk}").get_by_role("link", name="Edit").click()
-        tab.page.locator(f"#turn-{turn.pk} textarea").wait_for()
+        expect(tab.page.locator(f"#turn-{turn.pk} textarea")).to_be_focused()
 
     first.page.locator(f"#turn-{turn.pk} textarea").fill("First expert's correction.")
     first.page.locator(f"#turn-{turn.pk}").get_by_role("button", name="Save").click()

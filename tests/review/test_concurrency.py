@@ -63,7 +63,9 @@ def _click_all(users: list[User]) -> dict[str, str | None]:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    assert not errors, [e for e in errors if not isinstance(e, threading.BrokenBarrierError)] or errors
+    assert not errors, [
+        e for e in errors if not isinstance(e, threading.BrokenBarrierError)
+    ] or errors
     return landed
 
 

@@ -413,7 +413,7 @@ def test_write_failure_leaves_no_file_and_records_the_failure(tmp_path, monkeypa
             raise OSError(errno.ENOSPC, "No space left on device")
         self.file.write(data)
 
-    monkeypatch.setattr(export._AtomicFile, "write", disk_full)
+    monkeypatch.setattr(export.AtomicFile, "write", disk_full)
     record = export.dataset_export_create(
         options=export.ExportOptions("openai"), filters=export.ExportFilters()
     )

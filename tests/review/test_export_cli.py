@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import io
 import json
 import os
@@ -63,6 +64,7 @@ def test_exports_to_a_file_and_rereads_the_jsonl(tmp_path, media):
     assert record.source == DatasetExport.Source.CLI
     assert record.status == DatasetExport.Status.DONE
     assert record.output_path == str(out)
+    assert record.requested_by == getpass.getuser()
     assert record.exported_count == 3 and record.skipped_count == 1
     stored = Path(record.file.path)
     assert stored.is_relative_to(media)
@@ -128,7 +130,7 @@ def test_empty_selection_gives_a_message_and_no_file(tmp_path):
     out = tmp_path / "x.jsonl"
     with pytest.raises(CommandError, match="none of the 1 selected dialogues is approved"):
         export_cmd("--format", "openai", "--output", str(out))
-    assert list(tmp_path.iterdir()) == [tmp_path / "media"] or list(tmp_path.iterdir()) == []
+    assert not [path for path in tmp_path.rglob("*") if path.is_file()]
     assert not DatasetExport.objects.exists()
 
 

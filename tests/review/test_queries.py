@@ -59,3 +59,21 @@ def test_turn_save_query_count_is_constant(
         response = client.post(path, {"text": "Corrected", "version": 1}, HTTP_HX_REQUEST="true")
     assert response.status_code == 200
     assert len(captured.captured_queries) == TURN_SAVE_QUERIES
+
+
+@pytest.mark.parametrize("n_dialogues", [3, 30])
+def test_queue_query_count_is_constant(
+    client, reviewer, n_dialogues, django_assert_max_num_queries
+):
+    holder = UserFactory(reviewer=True)
+    first = dialogue_with_turns(3)
+    for _ in range(n_dialogues - 1):
+        dialogue_with_turns(3, run=first.run)
+    services.review_claim_next(actor=holder)
+    client.force_login(reviewer)
+    # Session, user, group check, counts, rows (turns, flags and warnings as subqueries),
+    # and the filter form's run and scenario choices.
+    with django_assert_max_num_queries(7) as captured:
+        response = client.get(reverse("review:queue"), {"status": "all"})
+    assert response.status_code == 200 and len(response.context["rows"]) == n_dialogues
+    assert len(captured.captured_queries) == 7

@@ -47,10 +47,12 @@ class CeleryWorker:
         concurrency: int = 8,
         env: dict[str, str] | None = None,
         name: str | None = None,
+        extra_args: list[str] | None = None,
     ) -> None:
         self.queue, self.pool, self.concurrency = queue, pool, concurrency
         self.name = name or f"w{uuid.uuid4().hex[:6]}"
         self.extra_env = env or {}
+        self.extra_args = list(extra_args or [])
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = Path(tempfile.mkstemp(prefix=f"celery-{self.name}-", suffix=".log")[1])
 
@@ -73,7 +75,7 @@ class CeleryWorker:
             sys.executable, "-m", "celery", "-A", "synthreview", "worker",
             "--pool", self.pool, "--concurrency", str(self.concurrency),
             "-Q", self.queue, "--hostname", f"{self.name}@%h",
-            "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+            "--without-gossip", "--without-mingle", "--loglevel", "INFO", *self.extra_args,
         ]  # fmt: skip
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(

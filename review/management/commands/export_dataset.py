@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import shutil
 import sys
@@ -76,20 +77,21 @@ class Command(BaseCommand):
             _check_writable(output)
         approved, not_approved = export.selection_counts(filters)
         if approved == 0:
-            raise CommandError(export._empty_message(approved, not_approved))
+            raise CommandError(export.empty_message(approved, not_approved))
 
         record = export.dataset_export_create(
             options=options,
             filters=filters,
             source=DatasetExport.Source.CLI,
             output_path="-" if to_stdout else str(output),
+            requested_by=_os_user(),
         )
         DatasetExport.objects.filter(pk=record.pk).update(status=DatasetExport.Status.RUNNING)
         bar = _ProgressBar(self.stderr._out) if sys.stderr.isatty() else None
         try:
             export.dataset_export_run(export=record, progress=bar)
         except (export.ExportError, OSError) as exc:
-            raise CommandError(export._failure_message(exc)) from None
+            raise CommandError(export.failure_message(exc)) from None
         finally:
             if bar is not None:
                 bar.close()
@@ -103,10 +105,10 @@ class Command(BaseCommand):
                 _publish(stored, output)
                 _publish(export.manifest_path_for(stored), export.manifest_path_for(output))
         except OSError as exc:
-            record.mark_failed(export._failure_message(exc))
+            record.mark_failed(export.failure_message(exc))
             for path in (stored, export.manifest_path_for(stored)):
                 path.unlink(missing_ok=True)
-            raise CommandError(export._failure_message(exc)) from None
+            raise CommandError(export.failure_message(exc)) from None
 
         counts = record.manifest["counts"]
         where = "stdout" if to_stdout else str(output)
@@ -126,6 +128,13 @@ class Command(BaseCommand):
             )
 
 
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return ""
+
+
 def _check_writable(output: Path) -> None:
     """Fail before the export runs, not after, when the target cannot be written."""
     if output.is_dir():
@@ -138,7 +147,7 @@ def _check_writable(output: Path) -> None:
 
 def _publish(source: Path, target: Path) -> None:
     """Copy `source` to `target` atomically: a temporary file beside it, renamed when complete."""
-    part = export._AtomicFile(target)
+    part = export.AtomicFile(target)
     try:
         with source.open("rb") as data:
             while block := data.read(1 << 20):
