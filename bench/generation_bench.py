@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +43,12 @@ def main() -> None:
     parser.add_argument(
         "--worker-arg", action="append", default=[], help="Extra `celery worker` argument."
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Worker processes sharing the in-flight limit (threads split evenly).",
+    )
     parser.add_argument("--port", type=int, default=0, help="Fake server port (0: a free one).")
     args = parser.parse_args()
 
@@ -60,14 +67,13 @@ def main() -> None:
     os.environ["OPENAI_BASE_URL"] = fake_url
     os.environ.setdefault("OPENAI_API_KEY", "")
 
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-
     try:
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
         print(f"{os.cpu_count()} CPUs; {args.dialogues} dialogues x {args.turns} turns; "
               f"latency {args.latency}s")  # fmt: skip
         for limit in args.in_flight:
@@ -104,26 +110,37 @@ def measure(limit: int, args, fake_url: str) -> dict[str, float]:
             defaults={"name": f"P{position}", "side": side, "opens": position == 1,
                       "system_prompt": "You are a benchmark persona.", "model": "fake-model"},
         )  # fmt: skip
-    worker = CeleryWorker(
-        queue=queue, pool="threads", concurrency=limit + int(limit * args.headroom),
-        extra_args=args.worker_arg,
-        env={"OPENAI_BASE_URL": fake_url, "LOG_LEVEL": "WARNING",
-             "DATABASE_URL": os.environ["DATABASE_URL"]},
-    )  # fmt: skip
-    worker.start()
+    per_worker = limit + int(limit * args.headroom)
+    workers = [
+        CeleryWorker(
+            queue=queue,
+            pool="threads",
+            concurrency=max(1, per_worker // args.workers),
+            extra_args=args.worker_arg,
+            env={
+                "OPENAI_BASE_URL": fake_url,
+                "LOG_LEVEL": "WARNING",
+                "DATABASE_URL": os.environ["DATABASE_URL"],
+            },
+        )  # fmt: skip
+        for _ in range(args.workers)
+    ]
+    for worker in workers:
+        worker.start()
     try:
         run = services.run_launch(scenario=scenario, count=args.dialogues, max_in_flight=limit)
         peak_rss = 0
         while True:
             run.refresh_from_db()
-            peak_rss = max(peak_rss, rss_kib(worker.pid))
+            peak_rss = max(peak_rss, sum(rss_kib(w.pid) for w in workers))
             if run.status not in GenerationRun.ACTIVE_STATUSES:
                 break
             time.sleep(0.5)
-        peak_rss = max(peak_rss, hwm_kib(worker.pid))
-        cpu_seconds = cpu_seconds_of(worker.pid)
+        peak_rss = max(peak_rss, sum(hwm_kib(w.pid) for w in workers))
+        cpu_seconds = sum(cpu_seconds_of(w.pid) for w in workers)
     finally:
-        worker.stop()
+        for worker in workers:
+            worker.stop()
         connection.close()
     turns = list(
         Turn.objects.filter(dialogue__run=run)
@@ -144,9 +161,19 @@ def measure(limit: int, args, fake_url: str) -> dict[str, float]:
             gap_ms = (current[1] - previous[1]).total_seconds() * 1000
             overheads.append(gap_ms - current[2])
     turns_per_s = len(turns) / span
+    # Steady state: from one dialogue length after the start (the window is full) until the
+    # last dialogue is dispatched (after that the window drains by design).
+    from django.db.models import Max
+
+    last_dispatch = run.dialogues.aggregate(m=Max("dispatched_at"))["m"]
+    steady_from = run.started_at + timedelta(seconds=args.turns * args.latency)
+    steady = [t for t in turns if steady_from <= t[1] <= last_dispatch]
+    steady_seconds = (last_dispatch - steady_from).total_seconds()
+    steady_turns_per_s = len(steady) / steady_seconds if steady_seconds > 1 else float("nan")
     ceiling = limit / args.latency
     return {
         "in_flight": limit,
+        "workers": args.workers,
         "status": run.status,
         "dialogues": run.done_count,
         "failed": run.failed_count,
@@ -155,6 +182,8 @@ def measure(limit: int, args, fake_url: str) -> dict[str, float]:
         "dialogues_per_min": run.done_count / span * 60,
         "turns_per_s": turns_per_s,
         "efficiency": turns_per_s / ceiling,
+        "steady_efficiency": steady_turns_per_s / ceiling,
+        "steady_seconds": steady_seconds,
         "overhead_median_ms": statistics.median(overheads),
         "overhead_p95_ms": statistics.quantiles(overheads, n=20)[18],
         "llm_latency_median_ms": statistics.median(t[2] for t in turns),
@@ -190,9 +219,10 @@ def _status_field(pid: int, name: str) -> int:
 
 def report(r: dict) -> None:
     print(
-        f"in flight {r['in_flight']:>4}: {r['dialogues']} dialogues ({r['failed']} failed, {r['status']}), "
+        f"in flight {r['in_flight']:>4} ({r['workers']} worker process(es)): {r['dialogues']} dialogues ({r['failed']} failed, {r['status']}), "
         f"{r['turns']} turns in {r['seconds']:.1f}s -> {r['dialogues_per_min']:.0f} dialogues/min, "
-        f"{r['turns_per_s']:.1f} turns/s, efficiency {r['efficiency']:.1%}; per-turn overhead "
+        f"{r['turns_per_s']:.1f} turns/s, efficiency {r['efficiency']:.1%} "
+        f"(steady state {r['steady_efficiency']:.1%} over {r['steady_seconds']:.0f}s); per-turn overhead "
         f"median {r['overhead_median_ms']:.0f} ms (p95 {r['overhead_p95_ms']:.0f} ms); "
         f"LLM latency median {r['llm_latency_median_ms']:.0f} ms; worker peak RSS {r['peak_rss_mib']:.0f} MiB; "
         f"worker CPU {r['worker_cpu_ms_per_turn']:.1f} ms/turn ({r['worker_cpu_share']:.0%} of a core)",

@@ -176,6 +176,9 @@ class Dialogue(models.Model):
     pending_prompt_tokens = models.PositiveIntegerField(default=0)
     pending_completion_tokens = models.PositiveIntegerField(default=0)
     pending_cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    # Set once this dialogue's outcome is counted in the run's done/failed counters; checked
+    # and set under the row lock so an outcome is counted exactly once (see services).
+    counted_in_run = models.BooleanField(default=False)
     # Regenerating from turn k sets this to k + 1 and generation continues from there.
     resume_from = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

@@ -97,14 +97,19 @@ def leases_renew(*, leases: dict[int, str]) -> int:
 
 
 def dialogue_acquire_lease(*, dialogue_id: int, owner: str) -> bool:
+    return _lease_acquire(dialogue_id=dialogue_id, owner=owner)[0]
+
+
+def _lease_acquire(*, dialogue_id: int, owner: str) -> tuple[bool, dict | None]:
+    """(won, the dialogue's row as read: run id, run status, lease) in two queries."""
     now = timezone.now()
     current = (
         Dialogue.objects.filter(pk=dialogue_id)
-        .values("status", "lease_owner", "lease_expires_at")
+        .values("status", "lease_owner", "lease_expires_at", "run_id", "run__status")
         .first()
     )
     if current is None or current["status"] not in OPEN_STATUSES:
-        return False
+        return False, current
     candidates = Dialogue.objects.filter(pk=dialogue_id, status__in=OPEN_STATUSES)
     live = (
         current["lease_owner"] and current["lease_expires_at"] and current["lease_expires_at"] > now
@@ -113,7 +118,7 @@ def dialogue_acquire_lease(*, dialogue_id: int, owner: str) -> bool:
         # A SIGKILLed child's redelivered task lands here: take over at once instead of
         # waiting for the lease to run out.
         if not lease_owner_is_dead(current["lease_owner"]):
-            return False
+            return False, current
         candidates = candidates.filter(lease_owner=current["lease_owner"])
     else:
         candidates = candidates.filter(
@@ -129,11 +134,14 @@ def dialogue_acquire_lease(*, dialogue_id: int, owner: str) -> bool:
     if won:
         with _held_lock:
             _held_leases[dialogue_id] = owner
-    return bool(won)
+    return bool(won), current
 
 
 def dialogue_renew_lease(*, dialogue_id: int, owner: str) -> bool:
-    """Renew before each LLM call. False: cancelled, regenerated, or taken over; stop."""
+    """Renew before a retried LLM call (each turn's save renews before the next first call).
+
+    False: cancelled, regenerated, or taken over; stop.
+    """
     alive = leases_renew(leases={dialogue_id: owner}) == 1
     _release_connection()
     return alive
@@ -141,10 +149,11 @@ def dialogue_renew_lease(*, dialogue_id: int, owner: str) -> bool:
 
 def dialogue_release_lease(*, dialogue_id: int, owner: str) -> None:
     with _held_lock:
-        _held_leases.pop(dialogue_id, None)
-    Dialogue.objects.filter(pk=dialogue_id, lease_owner=owner).update(
-        lease_owner="", lease_expires_at=None
-    )
+        released_at_finish = _held_leases.pop(dialogue_id, None) is None
+    if not released_at_finish:
+        Dialogue.objects.filter(pk=dialogue_id, lease_owner=owner).update(
+            lease_owner="", lease_expires_at=None
+        )
 
 
 def _release_connection() -> None:
@@ -233,8 +242,13 @@ def _dispatch_guard() -> Iterator[bool]:
 def _enqueue(dialogue_ids: list[int]) -> None:
     from .tasks import generate_dialogue
 
+    inline = tasks_run_inline()
     for dialogue_id in dialogue_ids:
-        generate_dialogue.apply_async((dialogue_id,), queue=settings.CELERY_TASK_DEFAULT_QUEUE)
+        if inline:
+            # No broker: run in-process (apply_async would still set up a broker connection).
+            generate_dialogue.apply((dialogue_id,), throw=True)
+        else:
+            generate_dialogue.apply_async((dialogue_id,), queue=settings.CELERY_TASK_DEFAULT_QUEUE)
 
 
 def tasks_run_inline() -> bool:
@@ -300,24 +314,26 @@ def dialogue_generate(*, dialogue_id: int) -> int | None:
     """Generate the dialogue's remaining turns, continuing after the last live turn.
 
     Safe to run any number of times and concurrently: only the lease holder generates, each
-    turn is saved (with the lease re-checked under a row lock) as soon as it arrives, and the
-    stop decision is saved in the same transaction as the turn that triggered it. Returns the
+    turn is saved (with the lease re-checked and renewed under the row lock) as soon as it
+    arrives, and the stop decision is saved in the same transaction as the turn that
+    triggered it. Returns the
     run id (None if the dialogue no longer exists).
     """
-    run_id = Dialogue.objects.filter(pk=dialogue_id).values_list("run_id", flat=True).first()
-    if run_id is None:
-        return None
     owner = lease_owner_new()
-    if not dialogue_acquire_lease(dialogue_id=dialogue_id, owner=owner):
-        return run_id
+    won, row = _lease_acquire(dialogue_id=dialogue_id, owner=owner)
+    if row is None:
+        return None
+    if not won:
+        return row["run_id"]
     try:
-        GenerationRun.objects.filter(pk=run_id, status=GenerationRun.Status.QUEUED).update(
-            status=GenerationRun.Status.RUNNING, started_at=timezone.now()
-        )
+        if row["run__status"] == GenerationRun.Status.QUEUED:
+            GenerationRun.objects.filter(
+                pk=row["run_id"], status=GenerationRun.Status.QUEUED
+            ).update(status=GenerationRun.Status.RUNNING, started_at=timezone.now())
         _generate_turns(dialogue_id=dialogue_id, owner=owner)
     finally:
         dialogue_release_lease(dialogue_id=dialogue_id, owner=owner)
-    return run_id
+    return row["run_id"]
 
 
 def _generate_turns(*, dialogue_id: int, owner: str) -> None:
@@ -459,40 +475,53 @@ def _generate_turns(*, dialogue_id: int, owner: str) -> None:
     _usage_rollup(dialogue_id=dialogue_id)
 
 
-def _usage_rollup(*, dialogue_id: int, done: int = 0, failed: int = 0) -> None:
-    """Move the dialogue's pending usage into its run's totals (and bump run counters).
+def _usage_rollup(*, dialogue_id: int) -> None:
+    """Move the dialogue's pending usage and its outcome into the run's totals, exactly once.
 
-    Call inside a transaction that changed the dialogue's status, or on its own: the pending
-    values are read under the row lock and zeroed in the same transaction, so usage is added
-    exactly once whoever calls it.
+    Runs in its own short transaction after the dialogue's status change has committed, so the
+    run's row (shared by every worker thread) is locked for one statement and never on the path
+    that hands the next dialogue to a worker. The dialogue row lock plus `counted_in_run` and
+    the zeroed pending fields make repeated or concurrent calls harmless; the sweep calls it
+    for dialogues a crash left uncounted.
     """
     with transaction.atomic():
         row = (
             Dialogue.objects.select_for_update()
             .filter(pk=dialogue_id)
             .values(
-                "run_id", "pending_prompt_tokens", "pending_completion_tokens", "pending_cost_usd"
+                "run_id",
+                "status",
+                "counted_in_run",
+                "pending_prompt_tokens",
+                "pending_completion_tokens",
+                "pending_cost_usd",
             )
             .first()
         )
         if row is None:
             return
+        finished = row["status"] in (Dialogue.Status.COMPLETE, Dialogue.Status.FAILED)
+        count_now = finished and not row["counted_in_run"]
         prompt, completion, cost = (
             row["pending_prompt_tokens"],
             row["pending_completion_tokens"],
             row["pending_cost_usd"],
         )
-        if not (prompt or completion or cost or done or failed):
+        if not (prompt or completion or cost or count_now):
             return
         Dialogue.objects.filter(pk=dialogue_id).update(
-            pending_prompt_tokens=0, pending_completion_tokens=0, pending_cost_usd=Decimal("0")
+            pending_prompt_tokens=0,
+            pending_completion_tokens=0,
+            pending_cost_usd=Decimal("0"),
+            counted_in_run=row["counted_in_run"] or finished,
         )
+        done = int(count_now and row["status"] == Dialogue.Status.COMPLETE)
         GenerationRun.objects.filter(pk=row["run_id"]).update(
             prompt_tokens=F("prompt_tokens") + prompt,
             completion_tokens=F("completion_tokens") + completion,
             cost_usd=F("cost_usd") + cost,
             done_count=F("done_count") + done,
-            failed_count=F("failed_count") + failed,
+            failed_count=F("failed_count") + int(count_now) - done,
         )
 
 
@@ -501,7 +530,6 @@ def _dialogue_complete(*, dialogue: Dialogue, owner: str, reason: str) -> None:
         dialogue=dialogue,
         owner=owner,
         fields={"status": Dialogue.Status.COMPLETE, "stop_reason": reason[:200]},
-        done=1,
     )
 
 
@@ -511,41 +539,47 @@ def _dialogue_fail(*, dialogue: Dialogue, owner: str, reason: str) -> None:
         dialogue=dialogue,
         owner=owner,
         fields={"status": Dialogue.Status.FAILED, "failure_reason": reason},
-        failed=1,
     )
 
 
-def _dialogue_finish(
-    *, dialogue: Dialogue, owner: str, fields: dict, done: int = 0, failed: int = 0
-) -> None:
-    """Close the dialogue, hand its window slot to the next one, roll its usage up: one commit.
+def _dialogue_finish(*, dialogue: Dialogue, owner: str, fields: dict) -> None:
+    """Close the dialogue and hand its window slot to the next one, in one commit.
 
     Handing the slot over in the same transaction keeps "dispatched + generating" constant at
     every commit, so a concurrent counting dispatch (launch, sweep) never sees a gap to fill,
-    and the hand-over needs neither a count nor the run's row lock.
+    and the hand-over needs neither a count nor the run's row lock. Counters and usage follow
+    right after the commit (`_usage_rollup`).
     """
     with transaction.atomic():
         won = Dialogue.objects.filter(
             pk=dialogue.pk, lease_owner=owner, status=Dialogue.Status.GENERATING
-        ).update(finished_at=timezone.now(), **fields)
+        ).update(finished_at=timezone.now(), lease_owner="", lease_expires_at=None, **fields)
         if not won:
             return
+        # Released with the status change: no separate release query afterwards.
+        transaction.on_commit(lambda: _forget_lease(dialogue.pk))
         if dialogue.resume_from is None and not tasks_run_inline():
             # Regenerations run outside the window, so they hand nothing over; with no
             # broker the outermost run_dispatch loop refills instead (no recursion).
             _dispatch_handoff(run_id=dialogue.run_id)
-    _usage_rollup(dialogue_id=dialogue.pk, done=done, failed=failed)
+        transaction.on_commit(lambda: _usage_rollup(dialogue_id=dialogue.pk))
+
+
+def _forget_lease(dialogue_id: int) -> None:
+    with _held_lock:
+        _held_leases.pop(dialogue_id, None)
 
 
 def _dispatch_handoff(*, run_id: int) -> int | None:
-    """Claim the run's next undispatched dialogue and enqueue it on commit."""
-    if not GenerationRun.objects.filter(
-        pk=run_id, status__in=GenerationRun.ACTIVE_STATUSES
-    ).exists():
-        return None
+    """Claim the run's next undispatched dialogue (if the run is active), enqueue on commit."""
     candidates = (
-        Dialogue.objects.select_for_update(skip_locked=True)
-        .filter(run_id=run_id, status=Dialogue.Status.PENDING, dispatched_at__isnull=True)
+        Dialogue.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(
+            run_id=run_id,
+            run__status__in=GenerationRun.ACTIVE_STATUSES,
+            status=Dialogue.Status.PENDING,
+            dispatched_at__isnull=True,
+        )
         .order_by("index")
         .values_list("pk", flat=True)
     )
@@ -644,7 +678,7 @@ def dialogue_regenerate_from(*, dialogue: Dialogue, position: int) -> int:
         Dialogue.Status.COMPLETE: "done_count",
         Dialogue.Status.FAILED: "failed_count",
     }.get(locked.status)
-    if counter:
+    if counter and locked.counted_in_run:
         GenerationRun.objects.filter(pk=locked.run_id).update(
             **{counter: Greatest(F(counter) - 1, Value(0))}
         )
@@ -657,6 +691,7 @@ def dialogue_regenerate_from(*, dialogue: Dialogue, position: int) -> int:
         "resume_from": position + 1,
         "finished_at": None,
         "dispatched_at": now,
+        "counted_in_run": False,
     }
     Dialogue.objects.filter(pk=locked.pk).update(**fields)
     for name, value in fields.items():
@@ -704,6 +739,13 @@ def dialogues_sweep() -> int:
         ).update(dispatched_at=now):
             requeue.append(pk)
     _enqueue(requeue)
+    # Outcomes or usage a crash left out of the run totals (normally rolled up on commit).
+    leftovers = Dialogue.objects.filter(
+        Q(status__in=(Dialogue.Status.COMPLETE, Dialogue.Status.FAILED), counted_in_run=False)
+        | Q(status=Dialogue.Status.CANCELLED, pending_prompt_tokens__gt=0)
+    ).filter(finished_at__lt=now - timedelta(seconds=settings.SYNTHREVIEW_SWEEP_SECONDS))
+    for pk in leftovers.values_list("pk", flat=True)[:1000]:
+        _usage_rollup(dialogue_id=pk)
     for run_id in GenerationRun.objects.filter(
         status__in=GenerationRun.ACTIVE_STATUSES
     ).values_list("pk", flat=True):

@@ -221,42 +221,48 @@ def _is_blank(literal: str) -> bool:
     return not json.loads(literal).strip()
 
 
-def _messages(turns: list[_Row], texts: list[str]) -> tuple[list[list[str]], int, int]:
-    """[role, content literal] messages from live turns: blanks skipped, same-role runs merged.
-
-    Returns the messages, how many turns were merged into a previous one, and how many blank
-    turns were skipped.
-    """
-    messages: list[list[str]] = []
+def _messages(turns: list[_Row], texts: list[str]) -> tuple[list[str], list[str], int, int]:
+    """Messages from live turns as parallel (roles, content literals) lists: blank turns
+    skipped, runs of one role merged. Also returns how many turns were merged into a previous
+    one and how many blank turns were skipped."""
+    roles: list[str] = []
+    contents: list[str] = []
     merged = skipped = 0
     for turn, text in zip(turns, texts, strict=True):
-        if _is_blank(text):
+        # Inline fast path of _is_blank: a literal starting with a visible character is not.
+        if (len(text) <= 2 or text[1] in _JSON_SPACE_STARTS or text[1].isspace()) and _is_blank(
+            text
+        ):
             skipped += 1
             continue
         side = turn[SIDE]
-        if messages and messages[-1][0] == side:
+        if roles and roles[-1] == side:
             # Joining two literals: drop the closing and opening quotes around the separator.
-            messages[-1][1] = messages[-1][1][:-1] + _JSON_MERGE_SEPARATOR + text[1:]
+            contents[-1] = contents[-1][:-1] + _JSON_MERGE_SEPARATOR + text[1:]
             merged += 1
         else:
-            messages.append([side, text])
-    return messages, merged, skipped
+            roles.append(side)
+            contents.append(text)
+    return roles, contents, merged, skipped
 
 
-def _encode_chat(system: str, messages: list[list[str]], fmt: str) -> str:
-    if fmt == DatasetExport.Format.OPENAI:
-        parts = [f'{{"role":"system","content":{system}}}'] if system else []
-        parts += [f'{{"role":"{role}","content":{text}}}' for role, text in messages]
-        return '{"messages":[' + ",".join(parts) + "]}\n"
-    parts = [f'{{"from":"system","value":{system}}}'] if system else []
-    parts += [f'{{"from":"{_ROLE_SHAREGPT[role]}","value":{text}}}' for role, text in messages]
-    return '{"conversations":[' + ",".join(parts) + "]}\n"
+# Everything before a message's content literal, per format and role.
+_OPENAI_PREFIX = {role: f'{{"role":"{role}","content":' for role in ("system", _USER, _ASSISTANT)}
+_SHAREGPT_PREFIX = {role: f'{{"from":"{name}","value":' for role, name in _ROLE_SHAREGPT.items()}
 
 
-def _encode_messages(system: str, messages: list[list[str]]) -> str:
-    parts = [f'{{"role":"system","content":{system}}}'] if system else []
-    parts += [f'{{"role":"{role}","content":{text}}}' for role, text in messages]
+def _encode_list(
+    prefixes: dict[str, str], system: str, roles: list[str], contents: list[str]
+) -> str:
+    parts = [prefixes["system"] + system + "}"] if system else []
+    parts += [prefixes[role] + text + "}" for role, text in zip(roles, contents, strict=True)]
     return "[" + ",".join(parts) + "]"
+
+
+def _encode_chat(system: str, roles: list[str], contents: list[str], fmt: str) -> str:
+    if fmt == DatasetExport.Format.OPENAI:
+        return '{"messages":' + _encode_list(_OPENAI_PREFIX, system, roles, contents) + "}\n"
+    return '{"conversations":' + _encode_list(_SHAREGPT_PREFIX, system, roles, contents) + "}\n"
 
 
 def _pii_table() -> bytes:
@@ -408,13 +414,14 @@ class _DialogueWriter:
         self, system: str, turns: list[_Row], texts: list[str], *, count: bool = True
     ) -> list[str]:
         stats = self.stats
-        messages, merged, skipped = _messages(turns, texts)
+        roles, contents, merged, skipped = _messages(turns, texts)
         # A training example ends on the assistant: a trailing user message teaches nothing.
         dropped = 0
-        while messages and messages[-1][0] == _USER:
-            messages.pop()
+        while roles and roles[-1] == _USER:
+            roles.pop()
+            contents.pop()
             dropped += 1
-        if not any(role == _ASSISTANT for role, _ in messages):
+        if _ASSISTANT not in roles:
             if count:
                 stats.dialogues_without_assistant += 1
             return []
@@ -422,8 +429,8 @@ class _DialogueWriter:
             stats.dropped_trailing_user_turns += dropped
             stats.merged_turns += merged
             stats.skipped_empty_turns += skipped
-            stats.messages += len(messages) + (1 if system else 0)
-        return [_encode_chat(system, messages, self.options.format)]
+            stats.messages += len(roles) + (1 if system else 0)
+        return [_encode_chat(system, roles, contents, self.options.format)]
 
     def _dpo(
         self, system: str, turns: list[_Row], texts: list[str], originals: list[str]
@@ -435,12 +442,12 @@ class _DialogueWriter:
             chosen, rejected = texts[index], originals[index]
             if _is_blank(chosen) or _is_blank(rejected) or chosen == rejected:
                 continue
-            prompt, _, _ = _messages(turns[:index], texts[:index])
-            if not prompt and not system:
+            roles, contents, _, _ = _messages(turns[:index], texts[:index])
+            if not roles and not system:
                 continue
             out.append(
                 '{"prompt":'
-                + _encode_messages(system, prompt)
+                + _encode_list(_OPENAI_PREFIX, system, roles, contents)
                 + ',"chosen":[{"role":"assistant","content":'
                 + chosen
                 + '}],"rejected":[{"role":"assistant","content":'
@@ -556,6 +563,7 @@ class AtomicFile:
 
     def __init__(self, path: Path):
         self.path = path
+        self.committed = False
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
         self.tmp = Path(tmp)
@@ -570,8 +578,11 @@ class AtomicFile:
         self.file.close()
         os.chmod(self.tmp, 0o644)
         os.replace(self.tmp, self.path)
+        self.committed = True
 
     def discard(self) -> None:
+        if self.committed:
+            return
         with contextlib.suppress(OSError):
             self.file.close()
         with contextlib.suppress(FileNotFoundError):
@@ -653,10 +664,13 @@ def export_write(
         try:
             manifest_file.write(manifest_bytes(manifest))
             manifest_file.commit()
+            target.commit()
         except BaseException:
+            # Neither file stays under its final name if either could not be completed.
             manifest_file.discard()
+            if manifest_file.committed and not target.committed:
+                manifest_path_for(path).unlink(missing_ok=True)
             raise
-        target.commit()
     except BaseException:
         if sink is not None:
             sink.abandon()

@@ -8,8 +8,9 @@ Detected kinds, each replaced by its placeholder:
 - ``IBAN``: country code, check digits and account number (spaces allowed every four
   characters), valid ISO 13616 mod-97 checksum.
 - ``IP``: IPv4 dotted quads (each octet 0-255) and IPv6 addresses (validated by `ipaddress`).
-- ``PHONE``: ``+`` and 8-15 digits, or 10-15 digits written with phone-style separators
-  (``(555) 123-4567``, ``020 7946 0958``); date-shaped numbers are not phones.
+- ``PHONE``: ``+`` and 8-15 digits, or 10-15 digits in phone-style groups that start with a
+  trunk ``0`` (``020 7946 0958``) or have the North American shape (``(555) 123-4567``);
+  date-shaped numbers and lists of numbers are not phones.
 
 The checks (Luhn, mod-97, octet ranges, digit counts) are what keep dates, version numbers,
 order ids and maths (``3.14159``, ``2024-03-15``, ``v1.2.3``, ``#100234``) untouched. Every
@@ -55,6 +56,7 @@ _DATE_RE = re.compile(
     r"\d{4}[-./ ]\d{1,2}[-./ ]\d{1,2}|\d{1,2}[-./ ]\d{1,2}[-./ ]\d{2,4}|\d{4}\s*[-/]\s*\d{2,4}",
     re.ASCII,
 )
+_NANP_RE = re.compile(r"\(?\d{3}\)?[ .-]?\d{3}[ .-]\d{4}", re.ASCII)
 _IBAN_LENGTHS = range(15, 35)
 
 
@@ -86,8 +88,11 @@ def iban_valid(compact: str) -> bool:
 def _card(match: re.Match[str]) -> tuple[int, int] | None:
     candidate = match.group()
     digits = candidate.replace(" ", "").replace("-", "")
-    # Mixed separators ("4111 1111-1111") are not how cards are written.
+    # Mixed separators ("4111 1111-1111") are not how cards are written, nor are short groups
+    # ("2 4 6 8 10 12 14 16": a sequence of numbers); cards group by 4 (Amex 4-6-5).
     if " " in candidate and "-" in candidate:
+        return None
+    if min(len(group) for group in re.split(r"[ -]", candidate)) < 3:
         return None
     if 13 <= len(digits) <= 19 and luhn_valid(digits):
         return match.span()
@@ -134,9 +139,13 @@ def _phone(match: re.Match[str]) -> tuple[int, int] | None:
         return None
     if candidate.startswith(("+", "(+")):
         return match.span() if 8 <= digits <= 15 else None
-    # Without a country code a number must look like one: 10-15 digits in separated groups.
+    # Without a country code a number must look like one: 10-15 digits in separated groups,
+    # starting with a trunk "0" (020 7946 0958, 06 12 34 56 78) or shaped like a North American
+    # number ((555) 123-4567). Lists of numbers ("12 15 18 21 24") are neither.
     groups = [group for group in re.split(r"[ ().-]+", candidate) if group]
     if not 10 <= digits <= 15 or len(groups) < 2:
+        return None
+    if not (candidate.lstrip("(").startswith("0") or _NANP_RE.fullmatch(candidate)):
         return None
     # Decimal maths like "3.14159 26535" and dotted ids are not phone numbers.
     if "." in candidate and not all(len(group) >= 2 for group in groups):

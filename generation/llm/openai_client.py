@@ -6,6 +6,7 @@ import email.utils
 import threading
 import time
 
+import httpx2
 import openai
 
 from .base import ChatRequest, ChatResult, PermanentLLMError, TransientLLMError
@@ -64,13 +65,19 @@ class OpenAIClient:
         )
 
     def complete(self, request: ChatRequest) -> ChatResult:
+        body = {
+            "model": request.model,
+            "messages": request.messages,
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+        }
         try:
-            response = self._client.chat.completions.create(
-                model=request.model,
-                messages=request.messages,  # type: ignore[arg-type]
-                temperature=request.temperature,
-                max_tokens=request.max_tokens,
-            )
+            # The SDK's documented raw request (`client.post(..., cast_to=httpx2.Response)`):
+            # same client, auth, timeouts and error classes as `chat.completions.create`, but
+            # without its per-call TypedDict transform and pydantic parsing, which cost more CPU
+            # than everything else in a turn and cap how many calls one worker keeps in flight.
+            response = self._client.post("/chat/completions", cast_to=httpx2.Response, body=body)
+            payload = response.json()
         except openai.APITimeoutError as exc:
             raise TransientLLMError(f"timed out: {exc}") from exc
         except openai.APIConnectionError as exc:
@@ -81,27 +88,28 @@ class OpenAIClient:
                 raise PermanentLLMError(reason) from exc
             raise TransientLLMError(reason, retry_after=_retry_after(exc.response.headers)) from exc
         except (openai.APIResponseValidationError, ValueError) as exc:
-            # Invalid JSON or a body that does not parse as a chat completion.
             raise TransientLLMError(f"malformed response: {exc}"[:500]) from exc
-        return _to_result(response, request.model)
+        return _to_result(payload, request.model)
 
 
-def _to_result(response, requested_model: str) -> ChatResult:
-    choices = getattr(response, "choices", None)
-    if not choices:
-        raise TransientLLMError("malformed response: no choices")
-    choice = choices[0]
-    message = getattr(choice, "message", None)
-    if message is None:
-        raise TransientLLMError("malformed response: choice without a message")
-    usage = getattr(response, "usage", None)
-    return ChatResult(
-        text=message.content or "",
-        model=getattr(response, "model", None) or requested_model,
-        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-        finish_reason=str(choice.finish_reason or ""),
-    )
+def _to_result(payload: object, requested_model: str) -> ChatResult:
+    """A chat completion body -> ChatResult; anything unexpected is a malformed response."""
+    try:
+        choice = payload["choices"][0]  # type: ignore[index]
+        message = choice["message"]
+        content = message.get("content") or ""
+        if not isinstance(content, str):
+            raise TypeError("content is not a string")
+        usage = payload.get("usage") or {}  # type: ignore[union-attr]
+        return ChatResult(
+            text=content,
+            model=str(payload.get("model") or requested_model),  # type: ignore[union-attr]
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            finish_reason=str(choice.get("finish_reason") or ""),
+        )
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        raise TransientLLMError(f"malformed response: no usable choice ({exc})") from exc
 
 
 _clients: dict[tuple[str, str, float], OpenAIClient] = {}

@@ -103,6 +103,13 @@ def _export_action(
 def _outcome_message(record: DatasetExport) -> str:
     skipped = f"{record.skipped_count} skipped: not approved"
     if record.status == DatasetExport.Status.DONE:
+        counts = record.manifest.get("counts", {})
+        unusable = counts.get("dialogues_skipped_no_assistant_turn", 0) + counts.get(
+            "dialogues_without_pairs", 0
+        )
+        if unusable:
+            reason = "no corrections" if record.format == "dpo" else "no assistant turn"
+            skipped += f", {unusable} skipped: {reason}"
         return (
             f"{record.exported_count} exported, {skipped}. "
             f"{record.record_count} records written ({record.get_format_display()})."
@@ -120,7 +127,9 @@ def _outcome_level(record: DatasetExport) -> int:
 
 
 @admin.action(description="Export selected as training set")
-def export_dialogues_action(modeladmin, request, queryset):
+def export_dialogues_action(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
+) -> HttpResponse | None:
     ids = tuple(sorted(queryset.values_list("pk", flat=True)))
     return _export_action(
         modeladmin,
@@ -133,7 +142,9 @@ def export_dialogues_action(modeladmin, request, queryset):
 
 
 @admin.action(description="Export approved dialogues")
-def export_runs_action(modeladmin, request, queryset):
+def export_runs_action(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
+) -> HttpResponse | None:
     ids = tuple(sorted(queryset.values_list("pk", flat=True)))
     return _export_action(
         modeladmin,

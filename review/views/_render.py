@@ -3,7 +3,7 @@ htmx request swaps (the first partial is the target; the others go out-of-band).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
@@ -19,7 +19,7 @@ from django_htmx.http import retarget as retarget_response
 from generation.models import Dialogue
 from review.models import DialogueReview, Flag
 from review.selectors import dialogue_for_review
-from review.services import ReviewError
+from review.services import InvalidInput, ReviewError
 
 TEMPLATE = "review/dialogue.html"
 GENERATING = (Dialogue.Status.PENDING, Dialogue.Status.GENERATING)
@@ -127,3 +127,23 @@ def form_error(form: Any) -> str:
         label = field if field != "__all__" else ""
         return f"{label}: {errors[0]}" if label else str(errors[0])
     return "Invalid input."
+
+
+def call_service(form: Any, call: Callable[..., object], **ids: object) -> ReviewError | None:
+    """Validate the form and call the service with its data; the refusal, if any, to show."""
+    if not form.is_valid():
+        return InvalidInput(form_error(form))
+    try:
+        call(**ids, **form.cleaned_data)
+    except ReviewError as exc:
+        return exc
+    return None
+
+
+def with_version(call: Callable[..., object]) -> Callable[..., object]:
+    """Adapts a service to the forms' field name: the posted `version` is `expected_version`."""
+
+    def adapted(*, version: int, **kwargs: object) -> object:
+        return call(expected_version=version, **kwargs)
+
+    return adapted

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from review import services
 from review.forms import ReasonForm, VersionForm
 from review.permissions import reviewer_required
-from review.services import InvalidInput, ReviewError
+from review.services import ReviewError
 
-from ._render import action_result, form_error, render_dialogue
+from ._render import action_result, call_service, render_dialogue, with_version
 
 # What a verdict changes on the page: the panel (target), and the turns (read-only or not).
 VERDICT_PARTIALS = ("panel", "transcript")
@@ -29,35 +31,21 @@ def progress(request: HttpRequest, pk: int) -> HttpResponse:
     return render_dialogue(request, pk, partials=("generation", "transcript", "panel"))
 
 
-def _verdict(request: HttpRequest, pk: int, form_class: type, call, success: str):
-    form = form_class(request.POST)
-    error: ReviewError | None = None
-    if not form.is_valid():
-        error = InvalidInput(form_error(form))
-    else:
-        try:
-            call(dialogue_id=pk, actor=request.user, **form.cleaned_data)
-        except ReviewError as exc:
-            error = exc
+def _verdict(
+    request: HttpRequest, pk: int, form_class: type, call: Callable[..., object], success: str
+) -> HttpResponse:
+    error = call_service(form_class(request.POST), call, dialogue_id=pk, actor=request.user)
+    # The open form and its reason come back with an error, so nothing typed is lost.
     panel = {"mode": request.POST.get("mode", ""), "reason": request.POST.get("reason", "")}
     return action_result(
         request, pk, error, partials=VERDICT_PARTIALS, success=success, panel=panel
     )
 
 
-def _expected(call):
-    """Adapts a verdict service to the form's field names (version → expected_version)."""
-
-    def adapted(*, version: int, **kwargs):
-        return call(expected_version=version, **kwargs)
-
-    return adapted
-
-
 @require_POST
 @reviewer_required
 def approve(request: HttpRequest, pk: int) -> HttpResponse:
-    return _verdict(request, pk, VersionForm, _expected(services.dialogue_approve), "Approved.")
+    return _verdict(request, pk, VersionForm, with_version(services.dialogue_approve), "Approved.")
 
 
 @require_http_methods(["GET", "POST"])
@@ -65,13 +53,13 @@ def approve(request: HttpRequest, pk: int) -> HttpResponse:
 def reject(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "GET":
         return render_dialogue(request, pk, partials=("panel",), panel={"mode": "reject"})
-    return _verdict(request, pk, ReasonForm, _expected(services.dialogue_reject), "Rejected.")
+    return _verdict(request, pk, ReasonForm, with_version(services.dialogue_reject), "Rejected.")
 
 
 @require_POST
 @reviewer_required
 def reopen(request: HttpRequest, pk: int) -> HttpResponse:
-    return _verdict(request, pk, ReasonForm, _expected(services.dialogue_reopen), "Reopened.")
+    return _verdict(request, pk, ReasonForm, with_version(services.dialogue_reopen), "Reopened.")
 
 
 @require_POST

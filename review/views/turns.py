@@ -14,9 +14,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from review import services
 from review.forms import DismissForm, FlagForm, TurnEditForm, VersionForm
 from review.permissions import reviewer_required
-from review.services import InvalidInput, ReviewError, TurnConflict
+from review.services import TurnConflict
 
-from ._render import action_result, form_error, render_dialogue
+from ._render import action_result, call_service, render_dialogue, with_version
 
 TURN_PARTIALS = ("turn", "panel")
 
@@ -35,27 +35,13 @@ def _turn_post(
     """Validate, call the service, and show the turn again: with the error and the reviewer's
     input kept (`mode` reopens the edit or flag form) when the service refused."""
     form = form_class(request.POST)
-    error: ReviewError | None = None
-    if not form.is_valid():
-        error = InvalidInput(form_error(form))
-    else:
-        try:
-            call(dialogue_id=pk, turn_id=turn_pk, actor=request.user, **form.cleaned_data)
-        except ReviewError as exc:
-            error = exc
+    error = call_service(form, call, dialogue_id=pk, turn_id=turn_pk, actor=request.user)
     ui = {"turn": turn_pk, "mode": mode if error else "", "post": request.POST}
     ui["conflict"] = isinstance(error, TurnConflict)
     anchor = f"#turn-{turn_pk}"
     return action_result(
         request, pk, error, partials=partials, success=success, anchor=anchor, ui=ui
     )
-
-
-def _with_version(call: Callable[..., object]) -> Callable[..., object]:
-    def adapted(*, version: int, **kwargs: object) -> object:
-        return call(expected_version=version, **kwargs)
-
-    return adapted
 
 
 @require_GET
@@ -73,7 +59,7 @@ def turn_edit(request: HttpRequest, pk: int, turn_pk: int) -> HttpResponse:
             request, pk, partials=("turn",), ui={"turn": turn_pk, "mode": "edit"}
         )
     return _turn_post(
-        request, pk, turn_pk, TurnEditForm, _with_version(services.turn_correct),
+        request, pk, turn_pk, TurnEditForm, with_version(services.turn_correct),
         success="Correction saved.", mode="edit",
     )  # fmt: skip
 
@@ -94,7 +80,7 @@ def turn_flag(request: HttpRequest, pk: int, turn_pk: int) -> HttpResponse:
 @reviewer_required
 def turn_revert(request: HttpRequest, pk: int, turn_pk: int) -> HttpResponse:
     return _turn_post(
-        request, pk, turn_pk, VersionForm, _with_version(services.turn_revert),
+        request, pk, turn_pk, VersionForm, with_version(services.turn_revert),
         success="Reverted to the model's original text.",
     )  # fmt: skip
 

@@ -319,7 +319,7 @@ def test_regenerate_from_discards_later_turns_and_continues_from_the_corrected_t
         status=GenerationRun.Status.FINISHED,
         done_count=1,
     )
-    dialogue = dialogue_with_turns(4, run=run)
+    dialogue = dialogue_with_turns(4, run=run, counted_in_run=True)
     Turn.objects.filter(dialogue=dialogue, position=1).update(text="Corrected by the expert.")
     with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
         discarded = services.dialogue_regenerate_from(dialogue=dialogue, position=1)
@@ -449,3 +449,26 @@ def test_counter_updates_are_never_lost_under_concurrency(scenario):
         thread.join()
     run.refresh_from_db()
     assert run.done_count == 200 and run.prompt_tokens == 600
+
+
+def test_an_outcome_is_counted_once_and_the_sweep_counts_what_a_crash_missed(scenario):
+    run = RunFactory(scenario=scenario, requested_count=2, status=GenerationRun.Status.RUNNING)
+    missed = DialogueFactory(
+        run=run,
+        status=Dialogue.Status.COMPLETE,
+        finished_at=timezone.now() - timedelta(minutes=5),
+        pending_prompt_tokens=10,
+        pending_completion_tokens=5,
+        pending_cost_usd=Decimal("0.5"),
+    )
+    DialogueFactory(run=run, status=Dialogue.Status.GENERATING, lease_owner="otherhost:1:1:x",
+                    lease_expires_at=timezone.now() + timedelta(minutes=1))  # fmt: skip
+    with mock.patch.object(services, "_enqueue"):
+        services.dialogues_sweep()
+        services.dialogues_sweep()
+    services._usage_rollup(dialogue_id=missed.pk)
+    run.refresh_from_db()
+    missed.refresh_from_db()
+    assert (run.done_count, run.failed_count) == (1, 0)
+    assert (run.prompt_tokens, run.completion_tokens, run.cost_usd) == (10, 5, Decimal("0.5"))
+    assert missed.counted_in_run and missed.pending_prompt_tokens == 0

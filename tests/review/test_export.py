@@ -524,3 +524,37 @@ def test_progress_is_visible_to_other_connections_while_running(tmp_path, settin
     record.refresh_from_db()
     assert record.status == DatasetExport.Status.DONE
     assert Path(record.file.path).read_bytes().count(b"\n") == 3
+
+
+def test_failed_rename_leaves_neither_file(tmp_path, monkeypatch):
+    approved()
+    real_replace = export.os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith(".jsonl"):
+            raise OSError(errno.EACCES, "Permission denied", str(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(export.os, "replace", replace)
+    with pytest.raises(OSError):
+        run_export(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_manifest_breaks_down_per_scenario_and_model(tmp_path):
+    fraud = ScenarioFactory(slug="fraud")
+    for model in ("gpt-a", "gpt-b"):
+        dialogue = approved(n_turns=4, run=RunFactory(scenario=fraud))
+        Turn.objects.filter(dialogue=dialogue).update(model=model)
+    mixed = approved(n_turns=4)
+    Turn.objects.filter(dialogue=mixed, position=0).update(model="gpt-a")
+    result, _ = run_export(tmp_path)
+    assert result.manifest["per_scenario"] == {
+        "fraud": {"dialogues": 2, "records": 2},
+        mixed.scenario.slug: {"dialogues": 1, "records": 1},
+    }
+    assert result.manifest["per_model"] == {
+        "gpt-a": {"assistant_turns": 3, "dialogues": 2},
+        "gpt-b": {"assistant_turns": 2, "dialogues": 1},
+        "unknown": {"assistant_turns": 1, "dialogues": 1},
+    }

@@ -260,3 +260,26 @@ def test_deleting_an_export_removes_its_files(staff_client, media):
     )
     assert not DatasetExport.objects.exists()
     assert not path.exists() and not export.manifest_path_for(path).exists()
+
+
+def test_select_across_exports_every_matching_dialogue(staff_client):
+    ids = selection(3, 2)
+    data = {"select_across": "1"}
+    page = post_action(staff_client, ids[:1], **data)
+    body = page.content.decode()
+    assert "5 dialogues selected" in body and 'name="select_across" value="1"' in body
+    assert f'name="{ACTION_CHECKBOX_NAME}"' not in body  # the whole changelist, not ids
+    post_action(staff_client, ids[:1], apply="1", format="openai", **data)
+    record = DatasetExport.objects.get()
+    assert record.filters == {"dialogue_ids": sorted(ids)}
+    assert (record.exported_count, record.skipped_count) == (3, 2)
+
+
+def test_outcome_reports_dialogues_without_an_assistant_turn(staff_client):
+    from generation.models import Turn
+
+    ids = selection(3, 0)
+    Turn.objects.filter(dialogue_id=ids[0], side="assistant").update(text="  ")
+    response = post_action(staff_client, ids, apply="1", format="openai")
+    page = staff_client.get(response["Location"]).content.decode()
+    assert "2 exported, 0 skipped: not approved, 1 skipped: no assistant turn." in page

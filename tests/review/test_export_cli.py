@@ -179,3 +179,25 @@ def test_exit_status_is_non_zero_on_error():
     assert done.returncode == 1
     assert "Unknown format 'csv'" in done.stderr
     assert done.stdout == ""
+
+
+def test_a_failed_copy_to_output_leaves_no_files(tmp_path, media, monkeypatch):
+    from review.management.commands import export_dataset
+
+    approved()
+    real_publish = export_dataset._publish
+
+    def publish(source, target):
+        if target.name.endswith(".jsonl"):
+            raise OSError(28, "No space left on device", str(target))
+        real_publish(source, target)
+
+    monkeypatch.setattr(export_dataset, "_publish", publish)
+    out = tmp_path / "out" / "train.jsonl"
+    out.parent.mkdir()
+    with pytest.raises(CommandError, match="No space left on device"):
+        export_cmd("--format", "openai", "--output", str(out))
+    assert list(out.parent.iterdir()) == []
+    assert not [path for path in media.rglob("*") if path.is_file()]
+    record = DatasetExport.objects.get()
+    assert record.status == DatasetExport.Status.FAILED and not record.file

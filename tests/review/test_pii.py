@@ -14,6 +14,8 @@ POSITIVE = [
     ("Call (555) 123-4567.", "Call [PHONE]."),
     ("My number is 555-123-4567, thanks", "My number is [PHONE], thanks"),
     ("Phone 020 7946 0958.", "Phone [PHONE]."),
+    ("Appelle le 06 12 34 56 78 ce soir.", "Appelle le [PHONE] ce soir."),
+    ("Office: 555.123.4567", "Office: [PHONE]"),
     ("+14155552671", "[PHONE]"),
     ("Card 4111 1111 1111 1111 expires soon", "Card [CARD] expires soon"),
     ("card 4111-1111-1111-1111", "card [CARD]"),
@@ -59,6 +61,10 @@ NEGATIVE = [
     "A 10 x 10 grid has 100 cells; 45 degrees; 90 %.",
     "user at example dot com",
     "x = 1.5e10 and y = 3.0",
+    "Count along: 1 2 3 4 5 6 7 8 9 10.",
+    "The sequence 12 15 18 21 24 27 grows by 3.",
+    "Even numbers 2 4 6 8 10 12 14 16 18 20 22.",
+    "Multiples of 100: 100 200 300 400 500.",
 ]
 
 

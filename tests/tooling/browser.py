@@ -33,22 +33,31 @@ class Tab:
         return list(self.page.evaluate("window.__cspViolations || []"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    # Playwright's sync API runs an event loop in this thread; Django's ORM would otherwise
-    # refuse to run in the same thread (SynchronousOnlyOperation).
+    """One chromium per test module. Module scope, not session: Playwright's sync API keeps an
+    event loop running in this thread, and Django's ORM refuses to run next to one unless
+    DJANGO_ALLOW_ASYNC_UNSAFE is set; both are undone when the module's tests are done, so
+    the rest of the suite (and subprocesses it starts) runs with the normal safety checks."""
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM,
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            )
+            try:
+                yield browser
+            finally:
+                browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture

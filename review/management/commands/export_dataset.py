@@ -102,11 +102,15 @@ class Command(BaseCommand):
                     shutil.copyfileobj(source, sys.stdout.buffer, 1 << 20)
                 sys.stdout.buffer.flush()
             else:
-                _publish(stored, output)
                 _publish(export.manifest_path_for(stored), export.manifest_path_for(output))
+                _publish(stored, output)
         except OSError as exc:
+            # A failed export leaves no files behind: not in MEDIA_ROOT, not beside --output.
             record.mark_failed(export.failure_message(exc))
-            for path in (stored, export.manifest_path_for(stored)):
+            leftovers = [stored, export.manifest_path_for(stored)]
+            if output is not None:
+                leftovers.append(export.manifest_path_for(output))
+            for path in leftovers:
                 path.unlink(missing_ok=True)
             raise CommandError(export.failure_message(exc)) from None
 
