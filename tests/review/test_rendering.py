@@ -80,3 +80,7 @@ def test_word_diff_escapes_and_marks_changes():
 
 def test_word_diff_of_identical_text_has_no_marks():
     assert word_diff("same text", "same text") == "same text"
+
+
+def test_single_newlines_in_a_turn_are_line_breaks():
+    assert str(render_markdown("Step 1\nStep 2")) == "<p>Step 1<br>\nStep 2</p>\n"
