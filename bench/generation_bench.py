@@ -9,17 +9,21 @@ For each in-flight limit: a run of N dialogues x T turns with max_in_flight = th
 worker started with `--pool threads --concurrency <limit>`. Reports dialogues/min, turns/s,
 efficiency = turns/s / (in_flight / latency), per-turn overhead (time between a dialogue's
 consecutive turns minus the LLM call's own latency: database writes, lease renewal, task
-hand-off), and the worker's peak RSS. Not a test: figures go to docs/benchmarks.md.
+hand-off), the hand-off of a window slot to the next dialogue, the worker's CPU and peak RSS,
+and the most concurrent requests the fake server saw (the script fails if that exceeds the
+limit). Not a test: figures go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
@@ -127,6 +131,7 @@ def measure(limit: int, args, fake_url: str) -> dict[str, float]:
     ]
     for worker in workers:
         worker.start()
+    fake_stats(fake_url, reset=True)
     try:
         run = services.run_launch(scenario=scenario, count=args.dialogues, max_in_flight=limit)
         peak_rss = 0
@@ -138,6 +143,7 @@ def measure(limit: int, args, fake_url: str) -> dict[str, float]:
             time.sleep(0.5)
         peak_rss = max(peak_rss, sum(hwm_kib(w.pid) for w in workers))
         cpu_seconds = sum(cpu_seconds_of(w.pid) for w in workers)
+        server = fake_stats(fake_url)
     finally:
         for worker in workers:
             worker.stop()
@@ -170,8 +176,25 @@ def measure(limit: int, args, fake_url: str) -> dict[str, float]:
     steady = [t for t in turns if steady_from <= t[1] <= last_dispatch]
     steady_seconds = (last_dispatch - steady_from).total_seconds()
     steady_turns_per_s = len(steady) / steady_seconds if steady_seconds > 1 else float("nan")
+    # Hand-off of a window slot, for dialogues that waited for one: the predecessor's finishing
+    # transaction stamps dispatched_at; the task's lease acquire stamps updated_at; the first
+    # LLM call starts one latency before the first turn is saved.
+    first_turn = {}
+    for dialogue_id, created_at, latency_ms in turns:
+        first_turn.setdefault(dialogue_id, created_at - timedelta(milliseconds=latency_ms))
+    queue_ms, setup_ms = [], []
+    for pk, dispatched_at, acquired_at in run.dialogues.filter(index__gte=limit).values_list(
+        "pk", "dispatched_at", "updated_at"
+    ):
+        if pk in first_turn:
+            queue_ms.append((acquired_at - dispatched_at).total_seconds() * 1000)
+            setup_ms.append((first_turn[pk] - acquired_at).total_seconds() * 1000)
     ceiling = limit / args.latency
     return {
+        "server_peak_in_flight": server["peak_in_flight"],
+        "handoff_queue_ms": statistics.median(queue_ms) if queue_ms else float("nan"),
+        "handoff_setup_ms": statistics.median(setup_ms) if setup_ms else float("nan"),
+        "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "in_flight": limit,
         "workers": args.workers,
         "status": run.status,
@@ -191,6 +214,14 @@ def measure(limit: int, args, fake_url: str) -> dict[str, float]:
         "worker_cpu_ms_per_turn": cpu_seconds * 1000 / max(1, len(turns)),
         "worker_cpu_share": cpu_seconds / span,
     }
+
+
+def fake_stats(fake_url: str, *, reset: bool = False) -> dict:
+    """The fake server's request counters; reset=True starts a new peak-in-flight window."""
+    url = fake_url.removesuffix("/v1") + "/_fake/stats"
+    request = urllib.request.Request(url, method="POST" if reset else "GET")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
 
 
 def cpu_seconds_of(pid: int) -> float:
@@ -225,9 +256,15 @@ def report(r: dict) -> None:
         f"(steady state {r['steady_efficiency']:.1%} over {r['steady_seconds']:.0f}s); per-turn overhead "
         f"median {r['overhead_median_ms']:.0f} ms (p95 {r['overhead_p95_ms']:.0f} ms); "
         f"LLM latency median {r['llm_latency_median_ms']:.0f} ms; worker peak RSS {r['peak_rss_mib']:.0f} MiB; "
-        f"worker CPU {r['worker_cpu_ms_per_turn']:.1f} ms/turn ({r['worker_cpu_share']:.0%} of a core)",
+        f"worker CPU {r['worker_cpu_ms_per_turn']:.1f} ms/turn ({r['worker_cpu_share']:.0%} of a core); "
+        f"hand-off median {r['handoff_queue_ms']:.0f} ms to the task + {r['handoff_setup_ms']:.0f} ms to "
+        f"its first call; server saw at most {r['server_peak_in_flight']} concurrent requests "
+        f"(limit {r['in_flight']}: {'OK' if r['server_peak_in_flight'] <= r['in_flight'] else 'EXCEEDED'}); "
+        f"load average {r['load_average']}",
         flush=True,
     )
+    if r["server_peak_in_flight"] > r["in_flight"]:
+        sys.exit(f"the in-flight limit {r['in_flight']} was exceeded")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -27,7 +27,14 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from . import rules
-from .llm import ChatRequest, PermanentLLMError, complete_with_retries, current_provider, get_client
+from .llm import (
+    ChatRequest,
+    ChatResult,
+    PermanentLLMError,
+    complete_with_retries,
+    current_provider,
+    get_client,
+)
 from .llm.retry import Aborted
 from .models import Dialogue, GenerationRun, Persona, Scenario, Turn
 
@@ -101,8 +108,17 @@ def dialogue_acquire_lease(*, dialogue_id: int, owner: str) -> bool:
 
 
 def _lease_acquire(*, dialogue_id: int, owner: str) -> tuple[bool, dict | None]:
-    """(won, the dialogue's row as read: run id, run status, lease) in two queries."""
+    """(won, the dialogue's row as read: run id, run status, lease) in two queries.
+
+    On PostgreSQL the usual case, a lease nobody holds, is one statement instead.
+    """
     now = timezone.now()
+    if connection.vendor == "postgresql":
+        row = _lease_acquire_free(dialogue_id=dialogue_id, owner=owner, now=now)
+        if row is not None:
+            with _held_lock:
+                _held_leases[dialogue_id] = owner
+            return True, row
     current = (
         Dialogue.objects.filter(pk=dialogue_id)
         .values("status", "lease_owner", "lease_expires_at", "run_id", "run__status")
@@ -135,6 +151,51 @@ def _lease_acquire(*, dialogue_id: int, owner: str) -> tuple[bool, dict | None]:
         with _held_lock:
             _held_leases[dialogue_id] = owner
     return bool(won), current
+
+
+_LEASE_ACQUIRE_FREE_SQL = """
+UPDATE {dialogue} AS d
+SET status = %s, lease_owner = %s, lease_expires_at = %s, attempts = d.attempts + 1,
+    updated_at = %s
+FROM {run} AS r
+WHERE d.id = %s AND r.id = d.run_id AND d.status IN (%s, %s)
+  AND (d.lease_owner = '' OR d.lease_expires_at IS NULL OR d.lease_expires_at <= %s)
+RETURNING d.run_id, r.status
+"""
+
+
+def _lease_acquire_free(*, dialogue_id: int, owner: str, now: datetime) -> dict | None:
+    """Take a lease nobody holds in one round trip; None: held, finished or gone (fall back).
+
+    The same conditions as the ORM path's UPDATE for an unheld lease; a live holder (maybe a
+    dead process on this host) is left to the two-query path, which reads who holds it.
+    """
+    sql = _LEASE_ACQUIRE_FREE_SQL.format(
+        dialogue=connection.ops.quote_name(Dialogue._meta.db_table),
+        run=connection.ops.quote_name(GenerationRun._meta.db_table),
+    )
+    params = [
+        Dialogue.Status.GENERATING.value,
+        owner,
+        now + timedelta(seconds=settings.SYNTHREVIEW_LEASE_SECONDS),
+        now,
+        dialogue_id,
+        Dialogue.Status.PENDING.value,
+        Dialogue.Status.GENERATING.value,
+        now,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        found = cursor.fetchone()
+    if found is None:
+        return None
+    return {
+        "status": Dialogue.Status.GENERATING,
+        "lease_owner": owner,
+        "lease_expires_at": params[2],
+        "run_id": found[0],
+        "run__status": found[1],
+    }
 
 
 def dialogue_renew_lease(*, dialogue_id: int, owner: str) -> bool:
@@ -319,6 +380,7 @@ def dialogue_generate(*, dialogue_id: int) -> int | None:
     triggered it. Returns the
     run id (None if the dialogue no longer exists).
     """
+    _handoff.done = False
     owner = lease_owner_new()
     won, row = _lease_acquire(dialogue_id=dialogue_id, owner=owner)
     if row is None:
@@ -336,10 +398,101 @@ def dialogue_generate(*, dialogue_id: int) -> int | None:
     return row["run_id"]
 
 
+# Per thread: did the last dialogue_generate() hand its window slot to a successor?
+_handoff = threading.local()
+
+
+def dialogue_handed_over() -> bool:
+    """True if this thread's last dialogue_generate() committed a hand-over to a successor.
+
+    The successor is then dispatched but not finished, so the run cannot be closed yet and
+    the caller can skip run_finalize's count over the run's dialogues.
+    """
+    return bool(getattr(_handoff, "done", False))
+
+
+_DIALOGUE_FIELDS = ("id", "run_id", "scenario_id", "index", "topic", "resume_from")
+_RUN_FIELDS = ("id", "provider", "model_override", "temperature_override", "seed")
+_SCENARIO_FIELDS = (
+    "id", "slug", "name", "opening_instruction", "min_turns", "max_turns", "end_marker",
+)  # fmt: skip
+_PERSONA_FIELDS = (
+    "id", "scenario_id", "position", "name", "side", "system_prompt", "model", "temperature",
+    "max_tokens", "opens",
+)  # fmt: skip
+
+_DIALOGUE_LOAD_SQL = """
+SELECT {dialogue_columns}, {run_columns}, {scenario_columns},
+    (SELECT coalesce(json_agg(json_build_array({persona_columns}) ORDER BY p.position), '[]')
+     FROM {persona} AS p WHERE p.scenario_id = s.id),
+    (SELECT coalesce(json_agg(json_build_array(tp.position, t.text) ORDER BY t.position), '[]')
+     FROM {turn} AS t JOIN {persona} AS tp ON tp.id = t.persona_id
+     WHERE t.dialogue_id = d.id AND t.discarded_at IS NULL)
+FROM {dialogue} AS d
+JOIN {run} AS r ON r.id = d.run_id
+JOIN {scenario} AS s ON s.id = d.scenario_id
+WHERE d.id = %s
+"""
+
+
+def _dialogue_load(*, dialogue_id: int) -> tuple[Dialogue, dict[int, Persona], list[tuple]]:
+    """The dialogue (with its run and scenario), the scenario's personas by position, and the
+    live turns as (speaker position, text) in order.
+
+    PostgreSQL: one round trip, the related rows aggregated as JSON. Instances are built with
+    `from_db` from the fields generation reads; any other field loads lazily (deferred), so
+    nothing reads a default in place of a stored value.
+    """
+    if connection.vendor != "postgresql":
+        dialogue = Dialogue.objects.select_related("run", "scenario").get(pk=dialogue_id)
+        personas = {p.position: p for p in dialogue.scenario.personas.all()}
+        past = list(
+            Turn.objects.filter(dialogue_id=dialogue_id, discarded_at__isnull=True)
+            .order_by("position")
+            .values_list("persona__position", "text")
+        )
+        return dialogue, personas, past
+
+    def columns(alias: str, fields: tuple[str, ...]) -> str:
+        return ", ".join(f"{alias}.{connection.ops.quote_name(f)}" for f in fields)
+
+    sql = _DIALOGUE_LOAD_SQL.format(
+        dialogue_columns=columns("d", _DIALOGUE_FIELDS),
+        run_columns=columns("r", _RUN_FIELDS),
+        scenario_columns=columns("s", _SCENARIO_FIELDS),
+        persona_columns=columns("p", _PERSONA_FIELDS),
+        dialogue=connection.ops.quote_name(Dialogue._meta.db_table),
+        run=connection.ops.quote_name(GenerationRun._meta.db_table),
+        scenario=connection.ops.quote_name(Scenario._meta.db_table),
+        persona=connection.ops.quote_name(Persona._meta.db_table),
+        turn=connection.ops.quote_name(Turn._meta.db_table),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [dialogue_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise Dialogue.DoesNotExist(f"dialogue {dialogue_id} does not exist")
+    n_dialogue, n_run = len(_DIALOGUE_FIELDS), len(_RUN_FIELDS)
+    n_scenario = len(_SCENARIO_FIELDS)
+    dialogue = Dialogue.from_db(connection.alias, _DIALOGUE_FIELDS, row[:n_dialogue])
+    dialogue.run = GenerationRun.from_db(
+        connection.alias, _RUN_FIELDS, row[n_dialogue : n_dialogue + n_run]
+    )
+    scenario_values = row[n_dialogue + n_run : n_dialogue + n_run + n_scenario]
+    dialogue.scenario = Scenario.from_db(connection.alias, _SCENARIO_FIELDS, scenario_values)
+    persona_rows, turn_rows = row[-2], row[-1]
+    if isinstance(persona_rows, str):  # json (not jsonb) may come back undecoded
+        persona_rows, turn_rows = json.loads(persona_rows), json.loads(turn_rows)
+    personas = {}
+    for values in persona_rows:
+        persona = Persona.from_db(connection.alias, _PERSONA_FIELDS, values)
+        personas[persona.position] = persona
+    return dialogue, personas, [tuple(t) for t in turn_rows]
+
+
 def _generate_turns(*, dialogue_id: int, owner: str) -> None:
-    dialogue = Dialogue.objects.select_related("run", "scenario").get(pk=dialogue_id)
+    dialogue, personas, past = _dialogue_load(dialogue_id=dialogue_id)
     run, scenario = dialogue.run, dialogue.scenario
-    personas = {p.position: p for p in scenario.personas.all()}
     if len(personas) != 2 or sum(p.opens for p in personas.values()) != 1:
         _dialogue_fail(
             dialogue=dialogue, owner=owner, reason="The scenario needs two personas, one opening."
@@ -362,14 +515,7 @@ def _generate_turns(*, dialogue_id: int, owner: str) -> None:
         return
     client = get_client(run.provider)
     # Loaded once: while we hold the lease nobody else adds turns, so the list stays current.
-    turns = [
-        rules.PastTurn(speaker_position, text)
-        for speaker_position, text in Turn.objects.filter(
-            dialogue_id=dialogue_id, discarded_at__isnull=True
-        )
-        .order_by("position")
-        .values_list("persona__position", "text")
-    ]
+    turns = [rules.PastTurn(speaker_position, text) for speaker_position, text in past]
     attempts = 0
 
     def renew_before_retry() -> bool:
@@ -436,6 +582,22 @@ def _generate_turns(*, dialogue_id: int, owner: str) -> None:
             min_turns=scenario.min_turns,
             max_turns=scenario.max_turns,
         )
+        cost = _cost(result.model, result.prompt_tokens, result.completion_tokens)
+        if not verdict.stop_reason and connection.vendor == "postgresql":
+            # The common case (the dialogue goes on) in one statement and one round trip.
+            if not _turn_save_continuing(
+                dialogue_id=dialogue_id,
+                owner=owner,
+                position=position,
+                speaker=speaker,
+                result=result,
+                cost=cost,
+                retries=outcome.retries,
+                verdict=verdict,
+            ):
+                break
+            turns.append(rules.PastTurn(speaker.position, verdict.text))
+            continue
         with transaction.atomic():
             # One conditional UPDATE locks the row, checks we still hold the lease (not
             # cancelled, regenerated or taken over), renews it for the next call and adds the
@@ -447,8 +609,7 @@ def _generate_turns(*, dialogue_id: int, owner: str) -> None:
                 + timedelta(seconds=settings.SYNTHREVIEW_LEASE_SECONDS),
                 pending_prompt_tokens=F("pending_prompt_tokens") + result.prompt_tokens,
                 pending_completion_tokens=F("pending_completion_tokens") + result.completion_tokens,
-                pending_cost_usd=F("pending_cost_usd")
-                + _cost(result.model, result.prompt_tokens, result.completion_tokens),
+                pending_cost_usd=F("pending_cost_usd") + cost,
             )
             if not held:
                 break
@@ -475,6 +636,80 @@ def _generate_turns(*, dialogue_id: int, owner: str) -> None:
     _usage_rollup(dialogue_id=dialogue_id)
 
 
+_TURN_SAVE_SQL = """
+WITH held AS (
+    UPDATE {dialogue}
+    SET lease_expires_at = %s,
+        pending_prompt_tokens = pending_prompt_tokens + %s,
+        pending_completion_tokens = pending_completion_tokens + %s,
+        pending_cost_usd = pending_cost_usd + %s
+    WHERE id = %s AND lease_owner = %s AND status = %s
+    RETURNING id
+)
+INSERT INTO {turn} (
+    dialogue_id, position, persona_id, side, original_text, text, version, model,
+    prompt_tokens, completion_tokens, latency_ms, finish_reason, retries, warnings,
+    created_at, updated_at, discarded_at
+)
+SELECT id, %s, %s, %s, %s, %s, 1, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, NULL FROM held
+RETURNING id
+"""
+
+
+def _turn_save_continuing(
+    *,
+    dialogue_id: int,
+    owner: str,
+    position: int,
+    speaker: Persona,
+    result: ChatResult,
+    cost: Decimal,
+    retries: int,
+    verdict: rules.Verdict,
+) -> bool:
+    """Save a turn that does not end the dialogue; False if the lease was lost meanwhile.
+
+    The same effect as the ORM transaction in `_generate_turns` (conditional UPDATE of the
+    dialogue that checks and renews the lease and adds the usage, then the INSERT of the turn),
+    as one PostgreSQL statement in autocommit: the INSERT reads the UPDATE's RETURNING, so no
+    turn is written unless the lease is still ours, and the statement is atomic on its own.
+    One round trip instead of four (BEGIN, UPDATE, INSERT, COMMIT) matters in a worker whose
+    hundred threads queue for one GIL after every round trip; the ORM's query compilation
+    is skipped too.
+    """
+    now = timezone.now()
+    sql = _TURN_SAVE_SQL.format(
+        dialogue=connection.ops.quote_name(Dialogue._meta.db_table),
+        turn=connection.ops.quote_name(Turn._meta.db_table),
+    )
+    params = [
+        now + timedelta(seconds=settings.SYNTHREVIEW_LEASE_SECONDS),
+        result.prompt_tokens,
+        result.completion_tokens,
+        cost,
+        dialogue_id,
+        owner,
+        Dialogue.Status.GENERATING.value,
+        position,
+        speaker.pk,
+        speaker.side,
+        verdict.text,
+        verdict.text,
+        result.model[:200],
+        result.prompt_tokens,
+        result.completion_tokens,
+        result.latency_ms,
+        result.finish_reason[:50],
+        min(retries, 32767),
+        json.dumps(list(verdict.warnings)),
+        now,
+        now,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone() is not None
+
+
 def _usage_rollup(*, dialogue_id: int) -> None:
     """Move the dialogue's pending usage and its outcome into the run's totals, exactly once.
 
@@ -484,6 +719,9 @@ def _usage_rollup(*, dialogue_id: int) -> None:
     the zeroed pending fields make repeated or concurrent calls harmless; the sweep calls it
     for dialogues a crash left uncounted.
     """
+    if connection.vendor == "postgresql":
+        _usage_rollup_statement(dialogue_id=dialogue_id)
+        return
     with transaction.atomic():
         row = (
             Dialogue.objects.select_for_update()
@@ -525,6 +763,56 @@ def _usage_rollup(*, dialogue_id: int) -> None:
         )
 
 
+_USAGE_ROLLUP_SQL = """
+WITH old AS (
+    SELECT id, run_id, status, counted_in_run,
+           pending_prompt_tokens AS prompt, pending_completion_tokens AS completion,
+           pending_cost_usd AS cost,
+           status IN (%(complete)s, %(failed)s) AND NOT counted_in_run AS count_now
+    FROM {dialogue} WHERE id = %(id)s FOR UPDATE
+), cleared AS (
+    UPDATE {dialogue} AS d
+    SET pending_prompt_tokens = 0, pending_completion_tokens = 0, pending_cost_usd = 0,
+        counted_in_run = old.counted_in_run OR old.status IN (%(complete)s, %(failed)s)
+    FROM old
+    WHERE d.id = old.id
+      AND (old.prompt <> 0 OR old.completion <> 0 OR old.cost <> 0 OR old.count_now)
+    RETURNING old.run_id, old.prompt, old.completion, old.cost, old.count_now,
+              old.status = %(complete)s AS complete
+)
+UPDATE {run} AS r
+SET prompt_tokens = r.prompt_tokens + cleared.prompt,
+    completion_tokens = r.completion_tokens + cleared.completion,
+    cost_usd = r.cost_usd + cleared.cost,
+    done_count = r.done_count + (cleared.count_now AND cleared.complete)::int,
+    failed_count = r.failed_count + (cleared.count_now AND NOT cleared.complete)::int
+FROM cleared
+WHERE r.id = cleared.run_id
+"""
+
+
+def _usage_rollup_statement(*, dialogue_id: int) -> None:
+    """`_usage_rollup` as one PostgreSQL statement (autocommit: its own transaction).
+
+    The dialogue row is locked by the first CTE (`FOR UPDATE`) and read there; the second
+    clears what it read only if there was something to move; the run is updated from what
+    was cleared. A concurrent or repeated call waits for the lock, then finds nothing to move.
+    One round trip instead of five, once per dialogue on the path between a dialogue
+    finishing and its task acknowledging.
+    """
+    sql = _USAGE_ROLLUP_SQL.format(
+        dialogue=connection.ops.quote_name(Dialogue._meta.db_table),
+        run=connection.ops.quote_name(GenerationRun._meta.db_table),
+    )
+    params = {
+        "id": dialogue_id,
+        "complete": Dialogue.Status.COMPLETE.value,
+        "failed": Dialogue.Status.FAILED.value,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
 def _dialogue_complete(*, dialogue: Dialogue, owner: str, reason: str) -> None:
     _dialogue_finish(
         dialogue=dialogue,
@@ -558,10 +846,14 @@ def _dialogue_finish(*, dialogue: Dialogue, owner: str, fields: dict) -> None:
             return
         # Released with the status change: no separate release query afterwards.
         transaction.on_commit(lambda: _forget_lease(dialogue.pk))
-        if dialogue.resume_from is None and not tasks_run_inline():
-            # Regenerations run outside the window, so they hand nothing over; with no
-            # broker the outermost run_dispatch loop refills instead (no recursion).
-            _dispatch_handoff(run_id=dialogue.run_id)
+        # Regenerations run outside the window, so they hand nothing over; with no broker the
+        # outermost run_dispatch loop refills instead (no recursion).
+        if (
+            dialogue.resume_from is None
+            and not tasks_run_inline()
+            and _dispatch_handoff(run_id=dialogue.run_id) is not None
+        ):
+            transaction.on_commit(lambda: setattr(_handoff, "done", True))
         transaction.on_commit(lambda: _usage_rollup(dialogue_id=dialogue.pk))
 
 

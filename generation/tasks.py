@@ -28,6 +28,8 @@ def generate_dialogue(dialogue_id: int) -> None:
         # broker, run_dispatch's outer loop does that instead. Close the run if all are done.
         if services.tasks_run_inline():
             services.run_dispatch(run_id=run_id)
+        elif services.dialogue_handed_over():
+            return  # the successor it dispatched is still open: the run cannot be done yet
         services.run_finalize(run_id=run_id)
 
 
@@ -39,6 +41,7 @@ def sweep() -> int:
 
 @worker_ready.connect
 def _start_maintenance_in_worker(sender=None, **kwargs) -> None:
+    worker.consumer_wake_often(sender)
     # Prefork: the parent never touches the database (its connections would be inherited by
     # children forked later); each child starts its own thread in worker_process_init.
     pool = getattr(sender, "pool", None)

@@ -26,6 +26,30 @@ _started_in_pid: int | None = None
 _start_lock = threading.Lock()
 
 
+# How often the worker's consumer loop wakes up even when no socket is ready (seconds).
+CONSUMER_TICK_SECONDS = 0.01
+
+
+def consumer_wake_often(consumer) -> bool:
+    """Make the consumer notice a freed prefetch slot within CONSUMER_TICK_SECONDS.
+
+    With acks_late and the prefetch limit reached (every thread busy), kombu's Redis transport
+    stops reading the queue; it starts again on the event loop's next pass, but a task's ack
+    from a pool thread does not wake the loop, which then sleeps until its next timer (up to
+    a second). A successor handed over by a finishing dialogue would wait that long in Redis
+    while its window slot sits idle. A no-op timer bounds the wait.
+    """
+    hub = getattr(consumer, "hub", None)
+    if hub is None or not hasattr(hub, "call_repeatedly"):
+        return False
+    hub.call_repeatedly(CONSUMER_TICK_SECONDS, _noop)
+    return True
+
+
+def _noop() -> None:
+    pass
+
+
 def maintenance_start() -> bool:
     """Start the thread once per process (a forked child gets its own)."""
     global _started_in_pid

@@ -4,9 +4,11 @@ The contract (docs/export.md has the long form):
 
 - Only approved dialogues, only live turns (never ones discarded by a regeneration), always the
   corrected text.
-- Streamed: one query with a server-side cursor over the turns, ordered by (dialogue, position),
-  read `CHUNK_SIZE` rows at a time; a dialogue's turns are all that is held in memory, so memory
-  stays flat at any size and the query count is constant.
+- Streamed: one query with a server-side cursor, ordered by dialogue, read in chunks; one
+  chunk is all that is held in memory, so memory stays flat at any size and the query count is
+  constant. On PostgreSQL the chat formats read one row per dialogue, assembled by PostgreSQL
+  (see "PostgreSQL-assembled dialogues"); elsewhere, and for DPO, the turns are read in
+  (dialogue, position) order, `CHUNK_SIZE` rows at a time.
 - One snapshot: the reads run in one REPEATABLE READ READ ONLY transaction on PostgreSQL, so an
   edit made during an export lands in the next one.
 - Deterministic: stable ordering, `ensure_ascii=False`, compact separators, "\\n" line ends:
@@ -18,6 +20,7 @@ The contract (docs/export.md has the long form):
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import json
@@ -30,7 +33,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from itertools import chain, groupby
+from itertools import accumulate, chain, groupby
 from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
@@ -54,6 +57,8 @@ MERGE_SEPARATOR = "\n\n"
 FORMATS: tuple[str, ...] = tuple(DatasetExport.Format.values)
 _WRITE_BUFFER_BYTES = 1 << 20
 _SINK_BLOCKS = 4
+# On PostgreSQL, build the chat formats' lines from dialogues PostgreSQL assembles (below).
+SQL_ASSEMBLY = True
 
 # json.dumps(..., ensure_ascii=False) escapes strings with this C function; calling it directly
 # skips building a dict per message and gives the same bytes (a test holds us to that).
@@ -364,6 +369,9 @@ class _DialogueWriter:
         for literals in (texts, originals):
             out = []
             for literal in literals:
+                if not _may_contain_pii(literal):  # most texts of a flagged dialogue
+                    out.append(literal)
+                    continue
                 raw = json.loads(literal)
                 if self.options.scrub_pii:
                     raw, kinds = pii.scrub(raw)
@@ -510,7 +518,7 @@ def _stream_turns(dialogues: QuerySet[Dialogue], *, with_original: bool) -> Iter
         cursor.close()
 
 
-def _prefetched(raw_cursor: Any) -> Iterator[list[tuple]]:
+def _prefetched(raw_cursor: Any, size: int | None = None) -> Iterator[list[tuple]]:
     """Fetch the next chunks in a thread while this one is processed.
 
     PostgreSQL computes and sends rows while Python encodes the previous chunk (psycopg
@@ -531,7 +539,7 @@ def _prefetched(raw_cursor: Any) -> Iterator[list[tuple]]:
 
     def fetch() -> None:
         try:
-            while rows := raw_cursor.fetchmany(CHUNK_SIZE):
+            while rows := raw_cursor.fetchmany(size or CHUNK_SIZE):
                 if not put(rows):
                     return
             put(None)
@@ -556,6 +564,261 @@ def _group_dialogues(chunks: Iterable[list[_Row]]) -> Iterator[tuple[int, int, l
     for dialogue_id, group in groupby(chain.from_iterable(chunks), key=itemgetter(0)):
         turns = list(group)
         yield dialogue_id, turns[0][1], turns
+
+
+# --- PostgreSQL-assembled dialogues ---------------------------------------------------------------
+#
+# At a million turns the per-turn Python work (fetching a row, escaping its text, building its
+# message) is what makes an export slow, not PostgreSQL. So on PostgreSQL the chat formats read
+# one row per dialogue: PostgreSQL concatenates the dialogue's raw texts in order, each behind a
+# one-character marker giving its side (\x1e assistant, \x1f user), and computes with
+# order-free aggregates whether the dialogue is "plain": sides strictly alternating over
+# contiguous positions, no blank turn, one assistant model, no marker character inside a text.
+# Python then handles a whole fetched block of plain dialogues with a few C-speed passes over
+# bytes: one bytes.translate gives both the personal-data prefilter's shape and which JSON
+# escapes are needed; bytes.replace applies the escapes and turns the markers into message
+# boundaries (single-byte searches run at memchr speed); each dialogue only gets its line
+# frame. The rules (merging, blank turns, personal data, several models) stay in
+# `_DialogueWriter`: a dialogue that is not plain comes with its turns as JSON (a correlated
+# subquery PostgreSQL evaluates only for those rows), a plain one the prefilter flags is split
+# back into turns, and both go through `_DialogueWriter.lines`, so one implementation decides
+# every byte. A test compares both paths on data built to hit every rule.
+
+# Dialogue rows per fetch: each holds a whole dialogue (about ten turns).
+_DIALOGUE_CHUNK_DIVISOR = 5
+_MARK_ASSISTANT, _MARK_USER, _MARK_DIALOGUE = "\x1e", "\x1f", "\x1d"
+_MARK_SIDES = {_MARK_ASSISTANT: _ASSISTANT, _MARK_USER: _USER}
+_MARKS_RE = re.compile(f"([{_MARK_ASSISTANT}{_MARK_USER}])")
+# Every character str.isspace() accepts: a text starting with none of them is not blank. The
+# SQL check only needs to be a superset of "blank" (the rules run in Python on what it flags).
+_SPACE_CODES = tuple(c for c in range(0x3001) if chr(c).isspace())
+
+
+def _escape_table() -> bytes:
+    """The prefilter's shape table, plus one class per character JSON escapes: `"` Q,
+    backslash B, newline N, return R, tab T, any other control character E; the markers M
+    (dialogues) and S (turns). The prefilter's shapes contain none of these classes, and they
+    all separate shapes as "x" did, so it finds what it found with `_PII_TABLE`."""
+    table = bytearray(_PII_TABLE)
+    for char in range(0x20):
+        table[char] = ord("E")
+    for char, cls in (
+        ('"', "Q"),
+        ("\\", "B"),
+        ("\n", "N"),
+        ("\r", "R"),
+        ("\t", "T"),
+        (_MARK_DIALOGUE, "M"),
+        (_MARK_ASSISTANT, "S"),
+        (_MARK_USER, "S"),
+    ):
+        table[ord(char)] = ord(cls)
+    return bytes(table)
+
+
+_ESCAPE_TABLE = _escape_table()
+# (shape class, raw byte, its JSON escape), backslash first so later escapes are not doubled.
+_BLOCK_ESCAPES = (
+    (b"B", b"\\", b"\\\\"),
+    (b"Q", b'"', b'\\"'),
+    (b"N", b"\n", b"\\n"),
+    (b"R", b"\r", b"\\r"),
+    (b"T", b"\t", b"\\t"),
+)
+# The substring shapes of `_may_contain_pii` (its two regexes run as they are).
+_PII_NEEDLES = (b"@", b"00000000", b"UU")
+
+
+def _plain_dialogues_sql(dialogues: QuerySet[Dialogue]) -> tuple[str, list[Any]]:
+    """One row per exportable dialogue, in id order: (dialogue_id, scenario_id, plain,
+    turn count, assistant turn count, last turn is the assistant's, assistant model, marked
+    texts, their length in bytes, turns as JSON when not plain)."""
+    ids_sql, ids_params = dialogues.order_by().values("pk").query.sql_with_params()
+    turn, dialogue = Turn._meta.db_table, Dialogue._meta.db_table
+    spaces = ", ".join(str(code) for code in _SPACE_CODES if code > 32)
+    # v: "this turn's side is the one its position's parity gives when even positions are the
+    # assistant's". Strict alternation over contiguous positions <=> v is the same everywhere.
+    v = "((t.position %% 2 = 0) = (t.side = %s))"
+    model = 'min(t.model COLLATE "C") FILTER (WHERE t.side = %s)'
+    sql = f"""
+        SELECT a.dialogue_id, a.scenario_id, a.plain, a.turns, a.assistant_turns,
+            a.last_assistant, a.model, a.marked, octet_length(a.marked),
+            CASE WHEN NOT a.plain THEN (
+                SELECT json_agg(json_build_array(s.side, s.text, s.model)
+                                ORDER BY s.position, s.id)::text
+                FROM {turn} s WHERE s.dialogue_id = a.dialogue_id AND s.discarded_at IS NULL
+            ) END
+        FROM (
+            SELECT t.dialogue_id, d.scenario_id, count(*) AS turns,
+                count(*) FILTER (WHERE t.side = %s) AS assistant_turns,
+                ((max(t.position) %% 2 = 0) = bool_and({v})) AS last_assistant,
+                {model} AS model,
+                COALESCE(
+                    (bool_and({v}) OR NOT bool_or({v}))
+                    AND max(t.position) - min(t.position) + 1 = count(*)
+                    AND bool_and(t.side IN (%s, %s))
+                    AND NOT bool_or(ascii(t.text) <= 32 OR ascii(t.text) IN ({spaces}))
+                    AND NOT bool_or(
+                        strpos(t.text, %s) > 0 OR strpos(t.text, %s) > 0
+                        OR strpos(t.text, %s) > 0
+                    )
+                    AND {model} IS NOT DISTINCT FROM {model.replace("min(", "max(")},
+                    false
+                ) AS plain,
+                string_agg(CASE WHEN t.side = %s THEN %s ELSE %s END || t.text, ''
+                           ORDER BY t.position, t.id) AS marked
+            FROM {turn} t JOIN {dialogue} d ON d.id = t.dialogue_id
+            WHERE t.dialogue_id IN ({ids_sql}) AND t.discarded_at IS NULL
+            GROUP BY t.dialogue_id, d.scenario_id
+        ) a
+        ORDER BY a.dialogue_id
+    """
+    a, u = _ASSISTANT, _USER
+    params: list[Any] = [a, a, a, a, a, a, u, _MARK_DIALOGUE, _MARK_ASSISTANT, _MARK_USER, a, a]
+    params += [a, _MARK_ASSISTANT, _MARK_USER, *ids_params]
+    return sql, params
+
+
+def _split_marked(dialogue_id: int, scenario_id: int, marked: str, model: str) -> list[_Row]:
+    """A plain dialogue's marked texts back as turn rows (no text contains a marker)."""
+    parts = _MARKS_RE.split(marked)
+    return [
+        (dialogue_id, scenario_id, _MARK_SIDES[mark], text, "", model)
+        for mark, text in zip(parts[1::2], parts[2::2], strict=True)
+    ]
+
+
+def _pii_suspects(shape: bytes) -> list[int]:
+    """Offsets in `shape` where `_may_contain_pii` would say yes (and maybe a few more).
+
+    Needles whose last byte is rare in prose, so bytes.find skips ahead: "UU00" would be slow
+    (its last byte "0" stands for spaces too), so "UU" hits are checked for the digits.
+    """
+    hits: list[int] = []
+    for needle in _PII_NEEDLES:
+        at = shape.find(needle)
+        while at >= 0:
+            if needle != b"UU" or shape[at + 2 : at + 4] == b"00":
+                hits.append(at)
+            at = shape.find(needle, at + 1)
+    if b":" in shape:
+        hits += [match.start() for match in _IPV6_SHAPE.finditer(shape)]
+    # One regex pass: four bytes.find loops for ".0." to ".0000." cost four times as much.
+    hits += [match.start() for match in _DOTTED_SHAPE.finditer(shape)]
+    return hits
+
+
+class _PlainDialogues:
+    """The chat formats on PostgreSQL: whole blocks of plain dialogues at C speed, the rest
+    through `_DialogueWriter.lines`."""
+
+    def __init__(self, writer: _DialogueWriter):
+        self.writer = writer
+        openai = writer.options.format == DatasetExport.Format.OPENAI
+        prefixes = _OPENAI_PREFIX if openai else _SHAREGPT_PREFIX
+        self.head = b'{"messages":[' if openai else b'{"conversations":['
+        # A marker becomes the end of the previous message and the start of its own.
+        self.boundaries = [
+            (mark.encode(), ('"},' + prefixes[side] + '"').encode())
+            for mark, side in _MARK_SIDES.items()
+        ]
+        self.cut = ('"},' + prefixes[_USER] + '"').encode()
+        self.system = {
+            scenario_id: ((prefixes["system"] + literal + "},").encode() if literal else b"", found)
+            for scenario_id, (literal, found) in writer.system.items()
+        }
+
+    def lines(self, rows: list[tuple]) -> list[list[bytes]]:
+        """Each row's output lines, in order."""
+        writer = self.writer
+        plain_rows = [row for row in rows if row[2] and row[4]]
+        bodies: list[bytes] = []
+        suspects: set[int] = set()
+        if plain_rows:
+            raw = _MARK_DIALOGUE.join([row[7] for row in plain_rows]).encode()
+            shape = raw.translate(_ESCAPE_TABLE)
+            if b"E" in shape:
+                # A rare control character: the per-turn path escapes these dialogues.
+                suspects = set(range(len(plain_rows)))
+            else:
+                for cls, char, escaped in _BLOCK_ESCAPES:
+                    if cls in shape:
+                        raw = raw.replace(char, escaped)
+                hits = _pii_suspects(shape)
+                if hits:
+                    # Where each dialogue starts in the block: its byte length, plus a marker.
+                    starts = list(accumulate((row[8] + 1 for row in plain_rows), initial=0))
+                    suspects = {bisect.bisect_right(starts, hit) - 1 for hit in hits}
+                for mark, boundary in self.boundaries:
+                    raw = raw.replace(mark, boundary)
+                bodies = raw.split(_MARK_DIALOGUE.encode())
+        out: list[list[bytes]] = []
+        index = 0
+        stats = writer.stats
+        for row in rows:
+            dialogue_id, scenario_id, is_plain, turns, assistant_turns, last_assistant = row[:6]
+            model, marked, _, turns_json = row[6:]
+            if not (is_plain and assistant_turns):
+                if turns_json is None:
+                    turn_rows = _split_marked(dialogue_id, scenario_id, marked, model)
+                else:
+                    turn_rows = [
+                        (dialogue_id, scenario_id, side, text, "", turn_model)
+                        for side, text, turn_model in json.loads(turns_json)
+                    ]
+                out.append([line.encode() for line in writer.lines(scenario_id, turn_rows)])
+                continue
+            position = index
+            index += 1
+            if position in suspects:
+                turn_rows = _split_marked(dialogue_id, scenario_id, marked, model)
+                out.append([line.encode() for line in writer.lines(scenario_id, turn_rows)])
+                continue
+            body = bodies[position]
+            if not last_assistant:
+                body = body[: body.rfind(self.cut)]
+                turns -= 1
+                stats.dropped_trailing_user_turns += 1
+            system, found = self.system.get(scenario_id, (b"", _NO_PII))
+            out.append([self.head + system + body[3:] + b'"}]}\n'])
+            stats.messages += turns + (1 if system else 0)
+            if system and found:
+                stats.dialogues_with_pii += 1
+                stats.pii.update(found)
+            stats.dialogues_written += 1
+            stats.records += 1
+            scenario = stats.per_scenario[writer.slugs.get(scenario_id, str(scenario_id))]
+            scenario["dialogues"] += 1
+            scenario["records"] += 1
+            counts = stats.per_model[model or "unknown"]
+            counts["dialogues"] += 1
+            counts["assistant_turns"] += assistant_turns
+        return out
+
+
+def _dialogue_lines(
+    dialogues: QuerySet[Dialogue], writer: _DialogueWriter
+) -> Iterator[list[bytes]]:
+    """Each exportable dialogue's output lines, encoded, in id order (an empty list when it
+    gives none)."""
+    if SQL_ASSEMBLY and connection.vendor == "postgresql" and not writer.is_dpo:
+        plain = _PlainDialogues(writer)
+        sql, params = _plain_dialogues_sql(dialogues)
+        with connection.cursor() as cursor:
+            # Compiling this query costs more than JIT saves on it.
+            cursor.execute("SET LOCAL jit = off")
+        cursor = connection.chunked_cursor()
+        try:
+            cursor.execute(sql, params)
+            size = max(1, CHUNK_SIZE // _DIALOGUE_CHUNK_DIVISOR)
+            for rows in _prefetched(cursor.cursor, size):
+                yield from plain.lines(rows)
+        finally:
+            cursor.close()
+        return
+    rows = _stream_turns(dialogues, with_original=writer.is_dpo)
+    for _, scenario_id, turns in _group_dialogues(rows):
+        yield [line.encode() for line in writer.lines(scenario_id, turns)]
 
 
 class AtomicFile:
@@ -628,23 +891,20 @@ def export_write(
             slugs = dict(Scenario.objects.filter(pk__in=scenario_ids).values_list("pk", "slug"))
             writer = _DialogueWriter(options, _system_prompts(scenario_ids), slugs)
             sink = _BackgroundSink(target)
-            buffer: list[str] = []
+            buffer: list[bytes] = []
             buffered = 0
-            with_original = options.format == DatasetExport.Format.DPO
-            rows = _stream_turns(dialogues, with_original=with_original)
-            grouped = _group_dialogues(rows)
-            for done, (_, scenario_id, turns) in enumerate(grouped, start=1):
-                for line in writer.lines(scenario_id, turns):
+            for done, lines in enumerate(_dialogue_lines(dialogues, writer), start=1):
+                for line in lines:
                     buffer.append(line)
                     buffered += len(line)
                 if buffered >= _WRITE_BUFFER_BYTES:
-                    sink.write("".join(buffer).encode())
+                    sink.write(b"".join(buffer))
                     buffer.clear()
                     buffered = 0
                 if progress is not None and done % PROGRESS_EVERY == 0:
                     progress(done, approved)
             if buffer:
-                sink.write("".join(buffer).encode())
+                sink.write(b"".join(buffer))
             sha256 = sink.close()
         stats = writer.stats
         if stats.records == 0:

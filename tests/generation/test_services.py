@@ -472,3 +472,85 @@ def test_an_outcome_is_counted_once_and_the_sweep_counts_what_a_crash_missed(sce
     assert (run.done_count, run.failed_count) == (1, 0)
     assert (run.prompt_tokens, run.completion_tokens, run.cost_usd) == (10, 5, Decimal("0.5"))
     assert missed.counted_in_run and missed.pending_prompt_tokens == 0
+
+
+# --- one-statement paths on PostgreSQL ----------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_rollups_of_one_dialogue_count_it_once(scenario):
+    run = RunFactory(scenario=scenario, status=GenerationRun.Status.RUNNING)
+    dialogue = DialogueFactory(
+        run=run,
+        status=Dialogue.Status.COMPLETE,
+        pending_prompt_tokens=7,
+        pending_completion_tokens=3,
+        pending_cost_usd=Decimal("0.25"),
+    )
+    start = threading.Barrier(8)
+
+    def rollup():
+        try:
+            start.wait()
+            services._usage_rollup(dialogue_id=dialogue.pk)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=rollup) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    run.refresh_from_db()
+    dialogue.refresh_from_db()
+    assert (run.done_count, run.failed_count) == (1, 0)
+    assert (run.prompt_tokens, run.completion_tokens, run.cost_usd) == (7, 3, Decimal("0.25"))
+    assert dialogue.counted_in_run and dialogue.pending_prompt_tokens == 0
+
+
+@pytest.mark.postgres
+def test_a_turn_that_does_not_end_the_dialogue_costs_one_query(
+    scenario, django_assert_max_num_queries, django_capture_on_commit_callbacks
+):
+    scenario.min_turns = scenario.max_turns = 4
+    scenario.end_marker = ""
+    scenario.save()
+    run = RunFactory(scenario=scenario, requested_count=1)
+    dialogue = DialogueFactory(run=run, scenario=scenario, status=Dialogue.Status.PENDING)
+    # Lease 1, run status 1, loading 1, three continuing turns 1 each; the last turn's
+    # transaction 7 (UPDATE, INSERT, finish, two savepoint pairs as the test runs inside a
+    # transaction); the lease release 1 (a worker forgets the lease at commit, which the test
+    # transaction delays); the roll-up 1.
+    with (
+        django_assert_max_num_queries(1 + 1 + 1 + 3 + 7 + 1 + 1),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        services.dialogue_generate(dialogue_id=dialogue.pk)
+    dialogue.refresh_from_db()
+    assert dialogue.status == Dialogue.Status.COMPLETE
+    assert [t.position for t in live_turns(dialogue)] == [0, 1, 2, 3]
+    assert all(t.version == 1 and t.discarded_at is None for t in live_turns(dialogue))
+    run.refresh_from_db()
+    assert run.done_count == 1
+    assert run.prompt_tokens == sum(t.prompt_tokens for t in live_turns(dialogue)) > 0
+
+
+def test_the_consumer_loop_is_woken_often_enough_to_see_a_freed_prefetch_slot():
+    from generation import worker
+
+    class Hub:
+        def __init__(self):
+            self.timers = []
+
+        def call_repeatedly(self, delay, callback, *args):
+            self.timers.append((delay, callback))
+
+    class Consumer:
+        hub = Hub()
+
+    assert worker.consumer_wake_often(Consumer())
+    [(delay, callback)] = Consumer.hub.timers
+    assert 0 < delay <= 0.05
+    callback()
+    assert not worker.consumer_wake_often(object())  # no event loop (e.g. a solo pool)

@@ -255,6 +255,20 @@ class FakeOpenAI:
             self._write(writer, 200, json.dumps(data).encode())
             await writer.drain()
             return True
+        if path == "/_fake/stats":
+            # Not part of the OpenAI API: lets a benchmark in another process check the peak
+            # number of concurrent completions (POST resets the counters after reading them).
+            with self._lock:
+                data = {
+                    "requests": self.state.requests,
+                    "in_flight": self.state.in_flight,
+                    "peak_in_flight": self.state.peak_in_flight,
+                }
+                if method == "POST":
+                    self.state.peak_in_flight = self.state.in_flight
+            self._write(writer, 200, json.dumps(data).encode())
+            await writer.drain()
+            return True
         if method != "POST" or path != "/v1/chat/completions":
             self._write(writer, 404, b'{"error": {"message": "not found"}}')
             await writer.drain()
