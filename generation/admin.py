@@ -91,6 +91,7 @@ class GenerationRunAdmin(admin.ModelAdmin):
 
     class Media:
         js = ["vendor/htmx/htmx.min.js"]
+        css = {"all": ["css/admin.css"]}
 
     @admin.display(description="Progress")
     def live_progress(self, obj: GenerationRun) -> str:

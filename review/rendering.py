@@ -21,7 +21,9 @@ from mdit_py_plugins.dollarmath import dollarmath_plugin
 
 # `breaks`: a chat turn's single newlines are line breaks, as in every chat UI.
 _md = (
-    MarkdownIt("commonmark", {"html": False, "breaks": True, "linkify": False, "typographer": False})
+    MarkdownIt(
+        "commonmark", {"html": False, "breaks": True, "linkify": False, "typographer": False}
+    )
     .enable(["table", "strikethrough"])
     # No digits or spaces next to the dollars: "$5 and $10" in a fraud dialogue stays money.
     .use(dollarmath_plugin, allow_labels=False, allow_space=False, allow_digits=False)

@@ -301,7 +301,9 @@ def env_model_prices(name: str) -> dict[str, tuple[float, float]]:
         if (
             not isinstance(pair, list | tuple)
             or len(pair) != 2
-            or not all(isinstance(p, int | float) and not isinstance(p, bool) and p >= 0 for p in pair)
+            or not all(
+                isinstance(p, int | float) and not isinstance(p, bool) and p >= 0 for p in pair
+            )
         ):
             raise ImproperlyConfigured(
                 f"{name}[{model!r}] must be [input, output] USD per 1M tokens (two numbers >= 0), "

@@ -83,6 +83,23 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             pytest.skip(f"[{marker}] {reason}")
 
 
+@pytest.fixture(autouse=True)
+def _tasks_inline(request: pytest.FixtureRequest):
+    """Tasks run in-process even when CELERY_BROKER_URL points at a real Redis, so no test leaves
+    messages behind for nobody; tests marked `worker` talk to real worker processes instead."""
+    from synthreview.celery import app
+
+    if request.node.get_closest_marker("worker"):
+        yield
+        return
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        app.conf.task_always_eager = previous
+
+
 @pytest.fixture
 def user(db):
     return UserFactory()

@@ -49,11 +49,19 @@ class ScenarioFactory(factory.django.DjangoModelFactory):
         if not create or extracted is False:
             return
         PersonaFactory(
-            scenario=obj, position=0, name="Teacher", side=Side.ASSISTANT, opens=False,
+            scenario=obj,
+            position=0,
+            name="Teacher",
+            side=Side.ASSISTANT,
+            opens=False,
             system_prompt="You are a patient maths teacher.",
         )
         PersonaFactory(
-            scenario=obj, position=1, name="Student", side=Side.USER, opens=True,
+            scenario=obj,
+            position=1,
+            name="Student",
+            side=Side.USER,
+            opens=True,
             system_prompt="You are a student learning trigonometry.",
         )
 

@@ -1,27 +1,11 @@
-"""Generation fixtures: inline tasks for unit tests, the fake OpenAI server, scenarios."""
+"""Generation fixtures: the fake OpenAI server, scenarios."""
 
 from __future__ import annotations
 
 import pytest
 
-from synthreview.celery import app
 from tests.factories import ScenarioFactory
 from tests.tooling.fake_openai import FakeOpenAI
-
-
-@pytest.fixture(autouse=True)
-def _tasks_inline(request):
-    """Unit tests run tasks in-process even when CELERY_BROKER_URL points at a real Redis;
-    tests marked `worker` talk to real worker processes instead."""
-    if request.node.get_closest_marker("worker"):
-        yield
-        return
-    previous = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    try:
-        yield
-    finally:
-        app.conf.task_always_eager = previous
 
 
 @pytest.fixture

@@ -64,3 +64,17 @@ def test_seed_demo_is_idempotent(settings):
     call_command("seed_demo", stdout=out)
     assert "no demo runs created" in out.getvalue()
     assert GenerationRun.objects.count() == 3 and Scenario.objects.count() == 3
+
+
+def test_load_example_scenarios_is_idempotent_and_creates_no_runs(db):
+    out = StringIO()
+    call_command("load_example_scenarios", stdout=out)
+    call_command("load_example_scenarios", stdout=out)
+    slugs = set(Scenario.objects.values_list("slug", flat=True))
+    assert {"trig-tutoring", "card-fraud-report", "gp-hypertension"} <= slugs
+    assert Scenario.objects.count() == len(slugs)
+    for scenario in Scenario.objects.prefetch_related("personas"):
+        assert sorted(p.position for p in scenario.personas.all()) == [0, 1]
+    assert not GenerationRun.objects.exists()
+    assert not User.objects.exists()
+    assert "trig-tutoring" in out.getvalue()

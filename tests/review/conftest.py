@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from tests.factories import dialogue_with_turns
-from tests.tooling.browser import browser, eager_celery, new_tab  # noqa: F401  (fixtures)
+from tests.tooling.browser import browser, new_tab  # noqa: F401  (fixtures)
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ def _assert_clean_load(tab, response) -> None:
     assert [e for e in tab.console_errors if "Content Security Policy" in e] == []
 
 
-def test_expert_reviews_a_dialogue_end_to_end(live_server, new_tab, eager_celery):
+def test_expert_reviews_a_dialogue_end_to_end(live_server, new_tab):
     expert = UserFactory(reviewer=True, username="ms_rivera")
     dialogue, turn = _maths_dialogue()
     tab = new_tab()

@@ -137,7 +137,7 @@ def test_runs_action_exports_approved_dialogues_of_the_runs(staff_client):
 
 
 def test_large_export_runs_in_a_task_with_polled_progress(
-    staff_client, settings, django_capture_on_commit_callbacks, eager_celery
+    staff_client, settings, django_capture_on_commit_callbacks
 ):
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:6379/3"
     settings.SYNTHREVIEW_EXPORT_INLINE_MAX = 2

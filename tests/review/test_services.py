@@ -363,7 +363,7 @@ def test_writes_refused_while_generating(reviewer):
 
 
 def test_regenerate_discards_later_turns_and_continues(
-    reviewer, django_capture_on_commit_callbacks, eager_celery
+    reviewer, django_capture_on_commit_callbacks
 ):
     dialogue = dialogue_with_turns(4)
     turn = _turn(dialogue, 1)

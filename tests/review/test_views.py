@@ -176,7 +176,7 @@ def test_tampered_version_is_a_clear_error_not_a_crash(rclient, dialogue):
 
 
 def test_flag_dismiss_revert_and_regenerate_views(
-    rclient, dialogue, reviewer, django_capture_on_commit_callbacks, eager_celery
+    rclient, dialogue, reviewer, django_capture_on_commit_callbacks
 ):
     turn = turn_of(dialogue)
     response = rclient.post(

@@ -86,19 +86,6 @@ def new_tab(browser) -> Iterator[Callable[[], Tab]]:
         context.close()
 
 
-@pytest.fixture
-def eager_celery() -> Iterator[None]:
-    """Run Celery tasks inline even when a broker is configured (no worker in browser tests)."""
-    from synthreview.celery import app
-
-    previous = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    try:
-        yield
-    finally:
-        app.conf.task_always_eager = previous
-
-
 def log_in(tab: Tab, base_url: str, username: str, password: str = "pw") -> None:
     page = tab.page
     page.goto(f"{base_url}/login/")
