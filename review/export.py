@@ -6,9 +6,9 @@ The contract (docs/export.md has the long form):
   corrected text.
 - Streamed: one query with a server-side cursor, ordered by dialogue, read in chunks; one
   chunk is all that is held in memory, so memory stays flat at any size and the query count is
-  constant. On PostgreSQL the chat formats read one row per dialogue, assembled by PostgreSQL
-  (see "PostgreSQL-assembled dialogues"); elsewhere, and for DPO, the turns are read in
-  (dialogue, position) order, `CHUNK_SIZE` rows at a time.
+  constant. On PostgreSQL every format reads one row per dialogue, assembled by PostgreSQL
+  (see "PostgreSQL-assembled dialogues"); elsewhere the turns are read in (dialogue, position)
+  order, `CHUNK_SIZE` rows at a time.
 - One snapshot: the reads run in one REPEATABLE READ READ ONLY transaction on PostgreSQL, so an
   edit made during an export lands in the next one.
 - Deterministic: stable ordering, `ensure_ascii=False`, compact separators, "\\n" line ends:
@@ -57,7 +57,7 @@ MERGE_SEPARATOR = "\n\n"
 FORMATS: tuple[str, ...] = tuple(DatasetExport.Format.values)
 _WRITE_BUFFER_BYTES = 1 << 20
 _SINK_BLOCKS = 4
-# On PostgreSQL, build the chat formats' lines from dialogues PostgreSQL assembles (below).
+# On PostgreSQL, build the lines from dialogues PostgreSQL assembles (below).
 SQL_ASSEMBLY = True
 
 # json.dumps(..., ensure_ascii=False) escapes strings with this C function; calling it directly
@@ -583,10 +583,18 @@ def _group_dialogues(chunks: Iterable[list[_Row]]) -> Iterator[tuple[int, int, l
 # subquery PostgreSQL evaluates only for those rows), a plain one the prefilter flags is split
 # back into turns, and both go through `_DialogueWriter.lines`, so one implementation decides
 # every byte. A test compares both paths on data built to hit every rule.
+#
+# DPO works the same way: PostgreSQL sends only the dialogues with a corrected assistant turn
+# (no other dialogue gives a pair or counts in the manifest), each such turn's text followed by
+# a fourth marker and its original. A plain dialogue with exactly one such turn gets its pair
+# from slices of the escaped block (the prompt is the messages before the turn); the rest, and
+# what the prefilter flags, go through `_DialogueWriter.lines` with their originals.
 
 # Dialogue rows per fetch: each holds a whole dialogue (about ten turns).
 _DIALOGUE_CHUNK_DIVISOR = 5
 _MARK_ASSISTANT, _MARK_USER, _MARK_DIALOGUE = "\x1e", "\x1f", "\x1d"
+# DPO: between a corrected assistant turn's text and its original.
+_MARK_ORIGINAL = "\x1c"
 _MARK_SIDES = {_MARK_ASSISTANT: _ASSISTANT, _MARK_USER: _USER}
 _MARKS_RE = re.compile(f"([{_MARK_ASSISTANT}{_MARK_USER}])")
 # Every character str.isspace() accepts: a text starting with none of them is not blank. The
@@ -629,10 +637,17 @@ _BLOCK_ESCAPES = (
 _PII_NEEDLES = (b"@", b"00000000", b"UU")
 
 
-def _plain_dialogues_sql(dialogues: QuerySet[Dialogue]) -> tuple[str, list[Any]]:
+def _plain_dialogues_sql(
+    dialogues: QuerySet[Dialogue], *, dpo: bool = False
+) -> tuple[str, list[Any]]:
     """One row per exportable dialogue, in id order: (dialogue_id, scenario_id, plain,
     turn count, assistant turn count, last turn is the assistant's, assistant model, marked
-    texts, their length in bytes, turns as JSON when not plain)."""
+    texts, their length in bytes, turns as JSON when not plain).
+
+    For DPO only dialogues with a corrected assistant turn (the only ones that give pairs, or
+    count in the manifest), each such turn's text followed by `_MARK_ORIGINAL` and its original;
+    "plain" also asks for exactly one such turn whose original is not blank and has no marker,
+    and the JSON turns carry their originals."""
     ids_sql, ids_params = dialogues.order_by().values("pk").query.sql_with_params()
     turn, dialogue = Turn._meta.db_table, Dialogue._meta.db_table
     spaces = ", ".join(str(code) for code in _SPACE_CODES if code > 32)
@@ -640,11 +655,35 @@ def _plain_dialogues_sql(dialogues: QuerySet[Dialogue]) -> tuple[str, list[Any]]
     # assistant's". Strict alternation over contiguous positions <=> v is the same everywhere.
     v = "((t.position %% 2 = 0) = (t.side = %s))"
     model = 'min(t.model COLLATE "C") FILTER (WHERE t.side = %s)'
+    markers = (
+        "strpos({0}, %s) > 0 OR strpos({0}, %s) > 0 OR strpos({0}, %s) > 0 OR strpos({0}, %s) > 0"
+    )
+    a, u = _ASSISTANT, _USER
+    marks = [_MARK_DIALOGUE, _MARK_ASSISTANT, _MARK_USER, _MARK_ORIGINAL]
+    if dpo:
+        # Compared as Python compares them: byte for byte.
+        corrected = '(t.side = %s AND t.original_text COLLATE "C" <> t.text COLLATE "C")'
+        pair_plain = f"""
+                    AND count(*) FILTER (WHERE {corrected}) = 1
+                    AND NOT bool_or({corrected} AND (
+                        ascii(t.original_text) <= 32 OR ascii(t.original_text) IN ({spaces})
+                        OR {markers.format("t.original_text")}))"""
+        pair_params: list[Any] = [a, a, *marks]
+        original = f" || CASE WHEN {corrected} THEN %s || t.original_text ELSE '' END"
+        original_params: list[Any] = [a, _MARK_ORIGINAL]
+        having = f"HAVING bool_or({corrected})"
+        having_params: list[Any] = [a]
+        json_original = "s.original_text, "
+    else:
+        pair_plain, pair_params = "", []
+        original, original_params = "", []
+        having, having_params = "", []
+        json_original = ""
     sql = f"""
         SELECT a.dialogue_id, a.scenario_id, a.plain, a.turns, a.assistant_turns,
             a.last_assistant, a.model, a.marked, octet_length(a.marked),
             CASE WHEN NOT a.plain THEN (
-                SELECT json_agg(json_build_array(s.side, s.text, s.model)
+                SELECT json_agg(json_build_array(s.side, s.text, {json_original}s.model)
                                 ORDER BY s.position, s.id)::text
                 FROM {turn} s WHERE s.dialogue_id = a.dialogue_id AND s.discarded_at IS NULL
             ) END
@@ -658,24 +697,21 @@ def _plain_dialogues_sql(dialogues: QuerySet[Dialogue]) -> tuple[str, list[Any]]
                     AND max(t.position) - min(t.position) + 1 = count(*)
                     AND bool_and(t.side IN (%s, %s))
                     AND NOT bool_or(ascii(t.text) <= 32 OR ascii(t.text) IN ({spaces}))
-                    AND NOT bool_or(
-                        strpos(t.text, %s) > 0 OR strpos(t.text, %s) > 0
-                        OR strpos(t.text, %s) > 0
-                    )
-                    AND {model} IS NOT DISTINCT FROM {model.replace("min(", "max(")},
+                    AND NOT bool_or({markers.format("t.text")})
+                    AND {model} IS NOT DISTINCT FROM {model.replace("min(", "max(")}{pair_plain},
                     false
                 ) AS plain,
-                string_agg(CASE WHEN t.side = %s THEN %s ELSE %s END || t.text, ''
+                string_agg(CASE WHEN t.side = %s THEN %s ELSE %s END || t.text{original}, ''
                            ORDER BY t.position, t.id) AS marked
             FROM {turn} t JOIN {dialogue} d ON d.id = t.dialogue_id
             WHERE t.dialogue_id IN ({ids_sql}) AND t.discarded_at IS NULL
             GROUP BY t.dialogue_id, d.scenario_id
+            {having}
         ) a
         ORDER BY a.dialogue_id
     """
-    a, u = _ASSISTANT, _USER
-    params: list[Any] = [a, a, a, a, a, a, u, _MARK_DIALOGUE, _MARK_ASSISTANT, _MARK_USER, a, a]
-    params += [a, _MARK_ASSISTANT, _MARK_USER, *ids_params]
+    params: list[Any] = [a, a, a, a, a, a, u, *marks, a, a, *pair_params]
+    params += [a, _MARK_ASSISTANT, _MARK_USER, *original_params, *ids_params, *having_params]
     return sql, params
 
 
@@ -796,14 +832,148 @@ class _PlainDialogues:
         return out
 
 
+def _pair_escape_table() -> bytes:
+    """`_ESCAPE_TABLE` with `_MARK_ORIGINAL` as its own class O (not E): in the DPO rows it is a
+    marker, and no plain text contains it. O separates the prefilter's shapes as E did."""
+    table = bytearray(_ESCAPE_TABLE)
+    table[ord(_MARK_ORIGINAL)] = ord("O")
+    return bytes(table)
+
+
+_PAIR_ESCAPE_TABLE = _pair_escape_table()
+_MARKS_ORIGINAL_RE = re.compile(f"([{_MARK_ASSISTANT}{_MARK_USER}{_MARK_ORIGINAL}])")
+
+
+def _split_marked_pairs(dialogue_id: int, scenario_id: int, marked: str, model: str) -> list[_Row]:
+    """A plain DPO dialogue's marked texts back as turn rows, with originals (a turn that was
+    not corrected gets its own text as original, which is what "not corrected" means)."""
+    parts = _MARKS_ORIGINAL_RE.split(marked)
+    rows: list[_Row] = []
+    for mark, text in zip(parts[1::2], parts[2::2], strict=True):
+        if mark == _MARK_ORIGINAL:
+            rows[-1] = (*rows[-1][:ORIGINAL], text, model)
+        else:
+            rows.append((dialogue_id, scenario_id, _MARK_SIDES[mark], text, text, model))
+    return rows
+
+
+class _PlainPairs:
+    """DPO on PostgreSQL: PostgreSQL sends only dialogues with a corrected assistant turn; the
+    plain ones with exactly one such turn get their pair line from a few slices of a block
+    escaped at C speed (as `_PlainDialogues` does), the rest go through
+    `_DialogueWriter.lines`."""
+
+    def __init__(self, writer: _DialogueWriter):
+        self.writer = writer
+        prefixes = _OPENAI_PREFIX
+        self.boundaries = [
+            (mark.encode(), ('"},' + prefixes[side] + '"').encode())
+            for mark, side in _MARK_SIDES.items()
+        ]
+        self.assistant = self.boundaries[0][1]
+        self.user = self.boundaries[1][1]
+        self.original = _MARK_ORIGINAL.encode()
+        self.system = {
+            scenario_id: ((prefixes["system"] + literal + "},").encode() if literal else b"", found)
+            for scenario_id, (literal, found) in writer.system.items()
+        }
+
+    def _fallback(self, row: tuple) -> list[bytes]:
+        dialogue_id, scenario_id = row[0], row[1]
+        turns_json = row[9]
+        if turns_json is None:
+            turn_rows = _split_marked_pairs(dialogue_id, scenario_id, row[7], row[6])
+        else:
+            turn_rows = [
+                (dialogue_id, scenario_id, side, text, original, turn_model)
+                for side, text, original, turn_model in json.loads(turns_json)
+            ]
+        return [line.encode() for line in self.writer.lines(scenario_id, turn_rows)]
+
+    def lines(self, rows: list[tuple]) -> list[list[bytes]]:
+        """Each row's output lines, in order."""
+        writer = self.writer
+        plain_rows = [row for row in rows if row[2]]
+        bodies: list[bytes] = []
+        suspects: set[int] = set()
+        if plain_rows:
+            raw = _MARK_DIALOGUE.join([row[7] for row in plain_rows]).encode()
+            shape = raw.translate(_PAIR_ESCAPE_TABLE)
+            if b"E" in shape:
+                # A rare control character: the per-turn path escapes these dialogues.
+                suspects = set(range(len(plain_rows)))
+            else:
+                for cls, char, escaped in _BLOCK_ESCAPES:
+                    if cls in shape:
+                        raw = raw.replace(char, escaped)
+                hits = _pii_suspects(shape)
+                if hits:
+                    starts = list(accumulate((row[8] + 1 for row in plain_rows), initial=0))
+                    suspects = {bisect.bisect_right(starts, hit) - 1 for hit in hits}
+                for mark, boundary in self.boundaries:
+                    raw = raw.replace(mark, boundary)
+                bodies = raw.split(_MARK_DIALOGUE.encode())
+        out: list[list[bytes]] = []
+        index = 0
+        stats = writer.stats
+        assistant, user, original = self.assistant, self.user, self.original
+        for row in rows:
+            if not row[2]:
+                out.append(self._fallback(row))
+                continue
+            position = index
+            index += 1
+            if position in suspects:
+                out.append(self._fallback(row))
+                continue
+            body = bodies[position]
+            # body: the turns as messages, each opened by its boundary; the corrected turn's
+            # text is followed by the original marker and its original, up to the next turn.
+            cut = body.find(original)
+            chosen = body.rfind(assistant, 0, cut)
+            scenario_id = row[1]
+            system, found = self.system.get(scenario_id, (b"", _NO_PII))
+            if chosen <= 0 and not system:
+                # The first turn: no prompt at all, which the per-turn rules decide on.
+                out.append(self._fallback(row))
+                continue
+            end = body.find(user, cut)
+            if end < 0:
+                end = len(body)
+            out.append(
+                [
+                    b'{"prompt":['
+                    + (system + body[3:chosen] + b'"}' if chosen > 0 else system[:-1])
+                    + b'],"chosen":[{"role":"assistant","content":"'
+                    + body[chosen + len(assistant) : cut]
+                    + b'"}],"rejected":[{"role":"assistant","content":"'
+                    + body[cut + 1 : end]
+                    + b'"}]}\n'
+                ]
+            )
+            if system and found:
+                stats.dialogues_with_pii += 1
+                stats.pii.update(found)
+            stats.dialogues_written += 1
+            stats.records += 1
+            stats.messages += 1
+            scenario = stats.per_scenario[writer.slugs.get(scenario_id, str(scenario_id))]
+            scenario["dialogues"] += 1
+            scenario["records"] += 1
+            counts = stats.per_model[row[6] or "unknown"]
+            counts["dialogues"] += 1
+            counts["assistant_turns"] += row[4]
+        return out
+
+
 def _dialogue_lines(
     dialogues: QuerySet[Dialogue], writer: _DialogueWriter
 ) -> Iterator[list[bytes]]:
     """Each exportable dialogue's output lines, encoded, in id order (an empty list when it
     gives none)."""
-    if SQL_ASSEMBLY and connection.vendor == "postgresql" and not writer.is_dpo:
-        plain = _PlainDialogues(writer)
-        sql, params = _plain_dialogues_sql(dialogues)
+    if SQL_ASSEMBLY and connection.vendor == "postgresql":
+        plain = _PlainPairs(writer) if writer.is_dpo else _PlainDialogues(writer)
+        sql, params = _plain_dialogues_sql(dialogues, dpo=writer.is_dpo)
         with connection.cursor() as cursor:
             # Compiling this query costs more than JIT saves on it.
             cursor.execute("SET LOCAL jit = off")

@@ -1,8 +1,9 @@
 """The PostgreSQL-assembled export path gives the same bytes as the per-turn path.
 
-On PostgreSQL the chat formats read one row per dialogue with its texts concatenated behind
-side markers and build whole blocks of lines with bytes passes (`review.export`,
-"PostgreSQL-assembled dialogues"); everything unusual goes through `_DialogueWriter`. These
+On PostgreSQL every format reads one row per dialogue with its texts concatenated behind
+side markers (DPO: corrected assistant turns' originals too, and only dialogues that have one)
+and builds whole blocks of lines with bytes passes (`review.export`, "PostgreSQL-assembled
+dialogues"); everything unusual goes through `_DialogueWriter`. These
 tests hold the fast path to the per-turn path on data made to hit every rule and every
 character JSON escapes.
 """
@@ -41,7 +42,8 @@ NASTY = [
 ]
 
 
-def _dialogue(turns, *, scenario=None, approved=True, positions=None, models=None):
+def _dialogue(turns, *, scenario=None, approved=True, positions=None, models=None, originals=None):
+    """`originals` maps a turn's index to what the model first wrote (it was corrected)."""
     kwargs = {"run__scenario": scenario} if scenario is not None else {}
     dialogue = DialogueFactory(**kwargs)
     personas = {p.side: p for p in dialogue.scenario.personas.all()}
@@ -51,7 +53,7 @@ def _dialogue(turns, *, scenario=None, approved=True, positions=None, models=Non
             position=positions[index] if positions else index,
             persona=personas[side],
             side=side,
-            original_text=text,
+            original_text=(originals or {}).get(index, text),
             text=text,
             model=(models[index] if models else "model-a") if side == A else "",
         )
@@ -94,6 +96,74 @@ def _corpus() -> None:
     pii_scenario = ScenarioFactory()
     pii_scenario.personas.filter(side=A).update(system_prompt="Write to help@example.org.")
     _dialogue([(U, "Hello"), (A, "Hi")], scenario=pii_scenario)
+    _dialogue([(U, "Hello"), (A, "Hi")], scenario=pii_scenario, originals={1: "Hey"})
+    _pairs_corpus()
+
+
+def _pairs_corpus() -> None:
+    """Corrections: what DPO writes, and every way a pair is skipped or unusual."""
+    for n in (2, 3, 4, 5, 6):  # the last assistant turn corrected, trailing user turn or not
+        last = n - 1 if n % 2 == 0 else n - 2
+        _dialogue(
+            [(U if i % 2 == 0 else A, f"Corrected turn {i} of {n}.") for i in range(n)],
+            originals={last: f"Draft of turn {last} of {n}."},
+        )
+    for text in NASTY:
+        # A nasty corrected text, then a nasty original (with a trailing user turn).
+        _dialogue([(U, text), (A, text), (U, "Fine."), (A, "ok")], originals={1: "Old one."})
+        _dialogue([(U, "Q?"), (A, "Answer"), (U, text)], originals={1: text})
+    # The first turn corrected: the prompt is the system message alone, or there is no pair.
+    _dialogue([(A, "Opening, corrected."), (U, "Then the user."), (A, "Fine")], originals={0: "x"})
+    # Several corrected assistant turns.
+    _dialogue(
+        [(U, "One"), (A, "two"), (U, "three"), (A, "four"), (U, "five"), (A, "six")],
+        originals={1: "draft two", 5: "draft six"},
+    )
+    # A corrected user turn only (no pair), and one beside a corrected assistant turn.
+    _dialogue([(U, "User typo"), (A, "Answer")], originals={0: "User typoo"})
+    _dialogue([(U, "User typo"), (A, "Answer"), (U, "more")], originals={0: "x", 1: "Answr"})
+    # Reverted: the text is the original again, so not a correction.
+    _dialogue([(U, "Reverted"), (A, "back to the original")], originals={1: "back to the original"})
+    # Merged turns before and after the corrected one.
+    _dialogue(
+        [(U, "Twice"), (U, "in a row"), (A, "merged"), (A, "too"), (U, "end")],
+        originals={2: "merged draft"},
+    )
+    # Blank corrections and blank originals, blank turns in the prompt.
+    _dialogue([(U, "Q"), (A, "   ")], originals={1: "was not blank"})
+    _dialogue([(U, "Q"), (A, "now written")], originals={1: "\u3000"})
+    _dialogue([(U, "Q"), (A, ""), (U, "again"), (A, "answer")], originals={3: "draft"})
+    # Markers in the original, a non-plain dialogue (gap, two models) with a correction.
+    _dialogue([(U, "Q"), (A, "fine")], originals={1: "mark \x1c and \x1d and \x1e"})
+    _dialogue(
+        [(U, "Gap"), (A, "in"), (U, "positions"), (A, "here")],
+        positions=[0, 1, 3, 4],
+        originals={3: "there"},
+    )
+    _dialogue(
+        [(U, "Two"), (A, "models"), (U, "answer"), (A, "here")],
+        models=["m1", "m1", "", "m2"],
+        originals={3: "there"},
+    )
+    # Personal data in the original only, in the prompt only, after the pair only, and a pair
+    # that scrubbing makes equal (then skipped when scrubbing).
+    for text, _ in POSITIVE[:6]:
+        _dialogue([(U, "Q"), (A, "Removed.")], originals={1: f"Mine is {text}."})
+        _dialogue([(U, f"Mine is {text}."), (A, "Noted.")], originals={1: "Noted!"})
+        _dialogue([(U, "Q"), (A, "A."), (U, f"Mine is {text}.")], originals={1: "B."})
+    _dialogue([(U, "Q"), (A, "Write to a@example.org")], originals={1: "Write to b@example.org"})
+    # A corrected turn discarded by a regeneration gives no pair.
+    regenerated = _dialogue([(U, "Kept"), (A, "kept answer")])
+    Turn.objects.create(
+        dialogue=regenerated,
+        position=3,
+        persona=regenerated.scenario.personas.get(side=A),
+        side=A,
+        text="discarded, corrected",
+        original_text="discarded",
+        discarded_at=timezone.now(),
+    )
+    _dialogue([(U, "Not approved"), (A, "corrected")], approved=False, originals={1: "c"})
 
 
 def _export(tmp_path: Path, name: str, fmt: str, include_system: bool, scrub: bool):
@@ -106,7 +176,7 @@ def _export(tmp_path: Path, name: str, fmt: str, include_system: bool, scrub: bo
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("fmt", ["openai", "sharegpt"])
+@pytest.mark.parametrize("fmt", ["openai", "sharegpt", "dpo"])
 @pytest.mark.parametrize(("include_system", "scrub"), [(True, False), (False, True)])
 # One dialogue per block (each escape on its own) and eight (blocks mixing every case).
 @pytest.mark.parametrize("chunk_size", [5, 40])
@@ -116,13 +186,14 @@ def test_assembled_lines_are_the_per_turn_lines(
     _corpus()
     monkeypatch.setattr(export, "CHUNK_SIZE", chunk_size)
     calls = []
-    real_lines = export._PlainDialogues.lines
+    plain = export._PlainPairs if fmt == "dpo" else export._PlainDialogues
+    real_lines = plain.lines
 
     def spy(self, rows):
         calls.append(sum(1 for row in rows if row[2]))
         return real_lines(self, rows)
 
-    monkeypatch.setattr(export._PlainDialogues, "lines", spy)
+    monkeypatch.setattr(plain, "lines", spy)
     fast, fast_manifest = _export(tmp_path, "fast.jsonl", fmt, include_system, scrub)
     assert len(calls) > 1 and sum(calls) > 20  # the assembled path ran, on plain dialogues
     monkeypatch.setattr(export, "SQL_ASSEMBLY", False)
@@ -132,8 +203,13 @@ def test_assembled_lines_are_the_per_turn_lines(
     for manifest in (fast_manifest, slow_manifest):
         manifest.pop("file")
     assert fast_manifest == slow_manifest
-    assert fast_manifest["counts"]["merged_turns"] > 0
-    assert fast_manifest["counts"]["dropped_trailing_user_turns"] > 0
+    counts = fast_manifest["counts"]
+    if fmt == "dpo":
+        assert counts["records"] > counts["dialogues_written"] > 20
+        assert counts["dialogues_without_pairs"] > 0
+    else:
+        assert counts["merged_turns"] > 0
+        assert counts["dropped_trailing_user_turns"] > 0
     assert fast_manifest["pii"]["dialogues_with_pii"] > 0
 
 
