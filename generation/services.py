@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 OPEN_STATUSES = (Dialogue.Status.PENDING, Dialogue.Status.GENERATING)
 # Overridable so one machine can stand in for several (tests of the cross-machine recovery path).
-HOSTNAME = os.environ.get("SYNTHREVIEW_WORKER_HOSTNAME") or socket.gethostname()
+HOSTNAME = settings.SYNTHREVIEW_WORKER_HOSTNAME or socket.gethostname()
 
 
 class GenerationBusy(Exception):

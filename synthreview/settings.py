@@ -7,6 +7,7 @@ fails at start-up with ImproperlyConfigured naming the variable.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -75,6 +76,40 @@ def env_url(name: str, schemes: set[str]) -> str:
         allowed = ", ".join(sorted(schemes))
         raise ImproperlyConfigured(f"{name} must be a URL with scheme {allowed}, got {raw!r}")
     return raw
+
+
+def env_model_prices(name: str) -> dict[str, tuple[float, float]]:
+    """JSON {"model": [usd_per_1M_input, usd_per_1M_output], ...}, merged over the defaults."""
+    prices = {
+        "gpt-4o-mini": (0.15, 0.60),
+        "gpt-4o": (2.50, 10.00),
+        "gpt-4.1-mini": (0.40, 1.60),
+        "gpt-4.1": (2.00, 8.00),
+        "demo-scripted": (0.0, 0.0),
+    }
+    raw = env_str(name)
+    if not raw:
+        return prices
+    try:
+        parsed = json.loads(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise ImproperlyConfigured(f'{name} must be a JSON object like {{"model": [0.15, 0.6]}}')
+    for model, pair in parsed.items():
+        if (
+            not isinstance(pair, list | tuple)
+            or len(pair) != 2
+            or not all(
+                isinstance(p, int | float) and not isinstance(p, bool) and p >= 0 for p in pair
+            )
+        ):
+            raise ImproperlyConfigured(
+                f"{name}[{model!r}] must be [input, output] USD per 1M tokens (two numbers >= 0), "
+                f"got {pair!r}"
+            )
+        prices[str(model)] = (float(pair[0]), float(pair[1]))
+    return prices
 
 
 # --- Core ---------------------------------------------------------------------------------------
@@ -277,46 +312,12 @@ SYNTHREVIEW_LLM_RETRY_BASE_SECONDS = env_float("SYNTHREVIEW_LLM_RETRY_BASE_SECON
 SYNTHREVIEW_LLM_RETRY_MAX_SECONDS = env_float("SYNTHREVIEW_LLM_RETRY_MAX_SECONDS", 30.0, minimum=0)
 
 
-def env_model_prices(name: str) -> dict[str, tuple[float, float]]:
-    """JSON {"model": [usd_per_1M_input, usd_per_1M_output], ...}, merged over the defaults."""
-    import json
-
-    prices = {
-        "gpt-4o-mini": (0.15, 0.60),
-        "gpt-4o": (2.50, 10.00),
-        "gpt-4.1-mini": (0.40, 1.60),
-        "gpt-4.1": (2.00, 8.00),
-        "demo-scripted": (0.0, 0.0),
-    }
-    raw = env_str(name)
-    if not raw:
-        return prices
-    try:
-        parsed = json.loads(raw)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} must be JSON: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise ImproperlyConfigured(f'{name} must be a JSON object like {{"model": [0.15, 0.6]}}')
-    for model, pair in parsed.items():
-        if (
-            not isinstance(pair, list | tuple)
-            or len(pair) != 2
-            or not all(
-                isinstance(p, int | float) and not isinstance(p, bool) and p >= 0 for p in pair
-            )
-        ):
-            raise ImproperlyConfigured(
-                f"{name}[{model!r}] must be [input, output] USD per 1M tokens (two numbers >= 0), "
-                f"got {pair!r}"
-            )
-        prices[str(model)] = (float(pair[0]), float(pair[1]))
-    return prices
-
-
 SYNTHREVIEW_MODEL_PRICES = env_model_prices("SYNTHREVIEW_MODEL_PRICES")
 # Worker recovery. A generating worker renews its dialogue leases every LEASE/4 seconds; a lease
 # that expires means the worker died, and the sweep (every SWEEP seconds in every worker)
 # re-enqueues the dialogue: a dead worker's dialogues resume within LEASE + SWEEP seconds.
+# Host part of lease owners; set it when containers share a pid namespace (default: host name).
+SYNTHREVIEW_WORKER_HOSTNAME = env_str("SYNTHREVIEW_WORKER_HOSTNAME")
 SYNTHREVIEW_LEASE_SECONDS = env_int("SYNTHREVIEW_LEASE_SECONDS", 60, minimum=5)
 SYNTHREVIEW_SWEEP_SECONDS = env_int("SYNTHREVIEW_SWEEP_SECONDS", 20, minimum=1)
 # A dispatched dialogue whose task has not started after this long is enqueued again (its

@@ -48,6 +48,11 @@ def run_django(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
         ({"DEBUG": "1", "OPENAI_BASE_URL": "localhost:8000"}, "OPENAI_BASE_URL must be a URL"),
         ({"DEBUG": "1", "SYNTHREVIEW_LLM_TIMEOUT": "soon"}, "SYNTHREVIEW_LLM_TIMEOUT must be"),
         ({"DEBUG": "1", "SYNTHREVIEW_CLAIM_MINUTES": "0"}, "SYNTHREVIEW_CLAIM_MINUTES must be at"),
+        ({"DEBUG": "1", "SYNTHREVIEW_MODEL_PRICES": '{"m": [1]}'}, "SYNTHREVIEW_MODEL_PRICES['m']"),
+        (
+            {"DEBUG": "1", "SYNTHREVIEW_MODEL_PRICES": "cheap"},
+            "SYNTHREVIEW_MODEL_PRICES must be JSON",
+        ),
     ],
 )
 def test_bad_settings_fail_at_startup_naming_the_variable(env, message):
