@@ -744,6 +744,34 @@ def _pii_suspects(shape: bytes) -> list[int]:
     return hits
 
 
+def _escape_block(
+    plain_rows: list[tuple], escape_table: bytes, boundaries: list[tuple[bytes, bytes]]
+) -> tuple[list[bytes], set[int]]:
+    """JSON-escape a block of plain dialogues at once and split it back into their bodies.
+
+    Also returns the indexes of the dialogues that must take the per-turn path instead: all of
+    them when the block holds a rare control character, else those the PII prefilter flags.
+    """
+    if not plain_rows:
+        return [], set()
+    raw = _MARK_DIALOGUE.join([row[7] for row in plain_rows]).encode()
+    shape = raw.translate(escape_table)
+    if b"E" in shape:
+        return [], set(range(len(plain_rows)))
+    for cls, char, escaped in _BLOCK_ESCAPES:
+        if cls in shape:
+            raw = raw.replace(char, escaped)
+    suspects: set[int] = set()
+    hits = _pii_suspects(shape)
+    if hits:
+        # Where each dialogue starts in the block: its byte length, plus a marker.
+        starts = list(accumulate((row[8] + 1 for row in plain_rows), initial=0))
+        suspects = {bisect.bisect_right(starts, hit) - 1 for hit in hits}
+    for mark, boundary in boundaries:
+        raw = raw.replace(mark, boundary)
+    return raw.split(_MARK_DIALOGUE.encode()), suspects
+
+
 class _PlainDialogues:
     """The chat formats on PostgreSQL: whole blocks of plain dialogues at C speed, the rest
     through `_DialogueWriter.lines`."""
@@ -768,26 +796,7 @@ class _PlainDialogues:
         """Each row's output lines, in order."""
         writer = self.writer
         plain_rows = [row for row in rows if row[2] and row[4]]
-        bodies: list[bytes] = []
-        suspects: set[int] = set()
-        if plain_rows:
-            raw = _MARK_DIALOGUE.join([row[7] for row in plain_rows]).encode()
-            shape = raw.translate(_ESCAPE_TABLE)
-            if b"E" in shape:
-                # A rare control character: the per-turn path escapes these dialogues.
-                suspects = set(range(len(plain_rows)))
-            else:
-                for cls, char, escaped in _BLOCK_ESCAPES:
-                    if cls in shape:
-                        raw = raw.replace(char, escaped)
-                hits = _pii_suspects(shape)
-                if hits:
-                    # Where each dialogue starts in the block: its byte length, plus a marker.
-                    starts = list(accumulate((row[8] + 1 for row in plain_rows), initial=0))
-                    suspects = {bisect.bisect_right(starts, hit) - 1 for hit in hits}
-                for mark, boundary in self.boundaries:
-                    raw = raw.replace(mark, boundary)
-                bodies = raw.split(_MARK_DIALOGUE.encode())
+        bodies, suspects = _escape_block(plain_rows, _ESCAPE_TABLE, self.boundaries)
         out: list[list[bytes]] = []
         index = 0
         stats = writer.stats
@@ -894,25 +903,7 @@ class _PlainPairs:
         """Each row's output lines, in order."""
         writer = self.writer
         plain_rows = [row for row in rows if row[2]]
-        bodies: list[bytes] = []
-        suspects: set[int] = set()
-        if plain_rows:
-            raw = _MARK_DIALOGUE.join([row[7] for row in plain_rows]).encode()
-            shape = raw.translate(_PAIR_ESCAPE_TABLE)
-            if b"E" in shape:
-                # A rare control character: the per-turn path escapes these dialogues.
-                suspects = set(range(len(plain_rows)))
-            else:
-                for cls, char, escaped in _BLOCK_ESCAPES:
-                    if cls in shape:
-                        raw = raw.replace(char, escaped)
-                hits = _pii_suspects(shape)
-                if hits:
-                    starts = list(accumulate((row[8] + 1 for row in plain_rows), initial=0))
-                    suspects = {bisect.bisect_right(starts, hit) - 1 for hit in hits}
-                for mark, boundary in self.boundaries:
-                    raw = raw.replace(mark, boundary)
-                bodies = raw.split(_MARK_DIALOGUE.encode())
+        bodies, suspects = _escape_block(plain_rows, _PAIR_ESCAPE_TABLE, self.boundaries)
         out: list[list[bytes]] = []
         index = 0
         stats = writer.stats
