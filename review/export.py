@@ -38,6 +38,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
 
+import psycopg.adapt
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet, TextField, Value
@@ -595,6 +596,7 @@ _DIALOGUE_CHUNK_DIVISOR = 5
 _MARK_ASSISTANT, _MARK_USER, _MARK_DIALOGUE = "\x1e", "\x1f", "\x1d"
 # DPO: between a corrected assistant turn's text and its original.
 _MARK_ORIGINAL = "\x1c"
+_MARK_DIALOGUE_BYTE = _MARK_DIALOGUE.encode()
 _MARK_SIDES = {_MARK_ASSISTANT: _ASSISTANT, _MARK_USER: _USER}
 _MARKS_RE = re.compile(f"([{_MARK_ASSISTANT}{_MARK_USER}])")
 # Every character str.isspace() accepts: a text starting with none of them is not blank. The
@@ -634,109 +636,151 @@ _BLOCK_ESCAPES = (
     (b"T", b"\t", b"\\t"),
 )
 # The substring shapes of `_may_contain_pii` (its two regexes run as they are).
-_PII_NEEDLES = (b"@", b"00000000", b"UU")
+_PII_NEEDLES = (b"@", b"00000000")
+# IBAN's "CCdd": a regex finds it in a third of the time bytes.find(b"UU") takes (capital
+# letters start every sentence) and bytes.find(b"UU00") would take (its last byte stands
+# for every space too).
+_IBAN_SHAPE = re.compile(rb"UU00")
 
 
 def _plain_dialogues_sql(
     dialogues: QuerySet[Dialogue], *, dpo: bool = False
 ) -> tuple[str, list[Any]]:
-    """One row per exportable dialogue, in id order: (dialogue_id, scenario_id, plain,
-    turn count, assistant turn count, last turn is the assistant's, assistant model, marked
-    texts, their length in bytes, turns as JSON when not plain).
+    """One row per exportable dialogue, in id order: (dialogue_id, scenario_id, plain, turn
+    count, assistant turn count, last turn is the assistant's, assistant model, marked texts,
+    turns as JSON when not plain).
 
     For DPO only dialogues with a corrected assistant turn (the only ones that give pairs, or
     count in the manifest), each such turn's text followed by `_MARK_ORIGINAL` and its original;
-    "plain" also asks for exactly one such turn whose original is not blank and has no marker,
-    and the JSON turns carry their originals."""
+    "plain" also asks for exactly one such turn whose original is not blank, and the JSON turns
+    carry their originals. Whether a text contains a marker is not asked here (four `strpos`
+    per turn cost PostgreSQL a fifth of the query): `_escape_block` counts the markers.
+    """
     ids_sql, ids_params = dialogues.order_by().values("pk").query.sql_with_params()
     turn, dialogue = Turn._meta.db_table, Dialogue._meta.db_table
     spaces = ", ".join(str(code) for code in _SPACE_CODES if code > 32)
     # v: "this turn's side is the one its position's parity gives when even positions are the
     # assistant's". Strict alternation over contiguous positions <=> v is the same everywhere.
-    v = "((t.position %% 2 = 0) = (t.side = %s))"
-    model = 'min(t.model COLLATE "C") FILTER (WHERE t.side = %s)'
-    markers = (
-        "strpos({0}, %s) > 0 OR strpos({0}, %s) > 0 OR strpos({0}, %s) > 0 OR strpos({0}, %s) > 0"
-    )
+    v = "((t.position %% 2 = 0) = t.is_assistant)"
+    model = 'min(t.model COLLATE "C") FILTER (WHERE t.is_assistant)'
+    # varchar, not text: the cursor loads text as bytes (`_TextAsBytes`), the model stays str.
     a, u = _ASSISTANT, _USER
-    marks = [_MARK_DIALOGUE, _MARK_ASSISTANT, _MARK_USER, _MARK_ORIGINAL]
     if dpo:
         # Compared as Python compares them: byte for byte.
-        corrected = '(t.side = %s AND t.original_text COLLATE "C" <> t.text COLLATE "C")'
+        corrected = 't.side = %s AND t.original_text COLLATE "C" <> t.text COLLATE "C"'
+        columns = f", t.original_text, ({corrected}) AS corrected"
+        columns_params: list[Any] = [a]
         pair_plain = f"""
-                    AND count(*) FILTER (WHERE {corrected}) = 1
-                    AND NOT bool_or({corrected} AND (
-                        ascii(t.original_text) <= 32 OR ascii(t.original_text) IN ({spaces})
-                        OR {markers.format("t.original_text")}))"""
-        pair_params: list[Any] = [a, a, *marks]
-        original = f" || CASE WHEN {corrected} THEN %s || t.original_text ELSE '' END"
-        original_params: list[Any] = [a, _MARK_ORIGINAL]
-        having = f"HAVING bool_or({corrected})"
-        having_params: list[Any] = [a]
+                    AND count(*) FILTER (WHERE t.corrected) = 1
+                    AND NOT bool_or(t.corrected AND (
+                        ascii(t.original_text) <= 32 OR ascii(t.original_text) IN ({spaces})))"""
+        original = " || CASE WHEN t.corrected THEN %s || t.original_text ELSE '' END"
+        original_params: list[Any] = [_MARK_ORIGINAL]
+        having = "HAVING bool_or(t.corrected)"
         json_original = "s.original_text, "
     else:
-        pair_plain, pair_params = "", []
+        columns, columns_params = "", []
+        pair_plain = ""
         original, original_params = "", []
-        having, having_params = "", []
+        having = ""
         json_original = ""
+    # The turns reach the aggregates in (dialogue, position) order from a sorted subquery (its
+    # ORDER BY keeps it from being flattened, and live positions are unique). PostgreSQL 16+
+    # is told the order too and skips re-sorting presorted input; 15 would sort every
+    # dialogue's texts again, a sixth of the query, and feeds string_agg in input order
+    # anyway: it cannot split a group between parallel workers (no string_agg combine
+    # function before 16) and hash aggregation keeps each group's input order.
+    in_order = " ORDER BY t.position" if connection.pg_version >= 160000 else ""
     sql = f"""
-        SELECT a.dialogue_id, a.scenario_id, a.plain, a.turns, a.assistant_turns,
-            a.last_assistant, a.model, a.marked, octet_length(a.marked),
+        SELECT a.dialogue_id, d.scenario_id, a.plain, a.turns, a.assistant_turns,
+            a.last_assistant, a.model, a.marked,
             CASE WHEN NOT a.plain THEN (
                 SELECT json_agg(json_build_array(s.side, s.text, {json_original}s.model)
                                 ORDER BY s.position, s.id)::text
                 FROM {turn} s WHERE s.dialogue_id = a.dialogue_id AND s.discarded_at IS NULL
             ) END
         FROM (
-            SELECT t.dialogue_id, d.scenario_id, count(*) AS turns,
-                count(*) FILTER (WHERE t.side = %s) AS assistant_turns,
+            SELECT t.dialogue_id, count(*) AS turns,
+                count(*) FILTER (WHERE t.is_assistant) AS assistant_turns,
                 ((max(t.position) %% 2 = 0) = bool_and({v})) AS last_assistant,
-                {model} AS model,
+                ({model})::varchar AS model,
                 COALESCE(
                     (bool_and({v}) OR NOT bool_or({v}))
                     AND max(t.position) - min(t.position) + 1 = count(*)
-                    AND bool_and(t.side IN (%s, %s))
+                    AND bool_and(t.is_assistant OR t.side = %s)
                     AND NOT bool_or(ascii(t.text) <= 32 OR ascii(t.text) IN ({spaces}))
-                    AND NOT bool_or({markers.format("t.text")})
                     AND {model} IS NOT DISTINCT FROM {model.replace("min(", "max(")}{pair_plain},
                     false
                 ) AS plain,
-                string_agg(CASE WHEN t.side = %s THEN %s ELSE %s END || t.text{original}, ''
-                           ORDER BY t.position, t.id) AS marked
-            FROM {turn} t JOIN {dialogue} d ON d.id = t.dialogue_id
-            WHERE t.dialogue_id IN ({ids_sql}) AND t.discarded_at IS NULL
-            GROUP BY t.dialogue_id, d.scenario_id
+                string_agg(CASE WHEN t.is_assistant THEN %s ELSE %s END || t.text{original}, ''
+                           {in_order}) AS marked
+            FROM (
+                SELECT t.dialogue_id, t.position, t.side, t.text, t.model,
+                    (t.side = %s) AS is_assistant{columns}
+                FROM {turn} t
+                WHERE t.dialogue_id IN ({ids_sql}) AND t.discarded_at IS NULL
+                ORDER BY t.dialogue_id, t.position
+            ) t
+            GROUP BY t.dialogue_id
             {having}
         ) a
+        JOIN {dialogue} d ON d.id = a.dialogue_id
         ORDER BY a.dialogue_id
     """
-    params: list[Any] = [a, a, a, a, a, a, u, *marks, a, a, *pair_params]
-    params += [a, _MARK_ASSISTANT, _MARK_USER, *original_params, *ids_params, *having_params]
+    params: list[Any] = [u, _MARK_ASSISTANT, _MARK_USER, *original_params]
+    params += [a, *columns_params, *ids_params]
     return sql, params
 
 
-def _split_marked(dialogue_id: int, scenario_id: int, marked: str, model: str) -> list[_Row]:
-    """A plain dialogue's marked texts back as turn rows (no text contains a marker)."""
-    parts = _MARKS_RE.split(marked)
+def _split_chat(row: tuple) -> list[_Row] | None:
+    """A plain row's turns, split at its side markers; None when a text holds a marker byte
+    itself (then the row has more markers than turns)."""
+    dialogue_id, scenario_id, model = row[0], row[1], row[6]
+    parts = _MARKS_RE.split(row[7].decode())
+    if len(parts) != 2 * row[3] + 1 or parts[0]:
+        return None
     return [
         (dialogue_id, scenario_id, _MARK_SIDES[mark], text, "", model)
         for mark, text in zip(parts[1::2], parts[2::2], strict=True)
     ]
 
 
+def _chat_turns(row: tuple, reread: dict[int, bytes]) -> list[_Row]:
+    """A dialogue row's turns for `_DialogueWriter.lines`: from the JSON PostgreSQL sent (not
+    plain) or `_reread_marked` read, else split at the markers."""
+    dialogue_id, scenario_id = row[0], row[1]
+    turns_json = row[8] or reread.get(dialogue_id)
+    if turns_json is None:
+        turns = _split_chat(row)
+        if turns is not None:
+            return turns
+        turns_json = _exact_turns([dialogue_id], with_original=False)[dialogue_id]
+    return [
+        (dialogue_id, scenario_id, side, text, "", turn_model)
+        for side, text, turn_model in json.loads(turns_json)
+    ]
+
+
+def _reread_marked(rows: list[tuple], *, pairs: bool) -> dict[int, bytes]:
+    """The turns, as JSON, of the plain rows whose texts hold a marker byte (they do not split
+    into their turns), in one query: an adversarial text costs a query per block at most."""
+    split = _split_pair if pairs else _split_chat
+    ids = [row[0] for row in rows if row[2] and row[8] is None and split(row) is None]
+    return _exact_turns(ids, with_original=pairs) if ids else {}
+
+
 def _pii_suspects(shape: bytes) -> list[int]:
     """Offsets in `shape` where `_may_contain_pii` would say yes (and maybe a few more).
 
-    Needles whose last byte is rare in prose, so bytes.find skips ahead: "UU00" would be slow
-    (its last byte "0" stands for spaces too), so "UU" hits are checked for the digits.
+    Each pass is the fastest way measured for its shape on a block of prose.
     """
     hits: list[int] = []
     for needle in _PII_NEEDLES:
         at = shape.find(needle)
         while at >= 0:
-            if needle != b"UU" or shape[at + 2 : at + 4] == b"00":
-                hits.append(at)
+            hits.append(at)
             at = shape.find(needle, at + 1)
+    hits += [match.start() for match in _IBAN_SHAPE.finditer(shape)]
     if b":" in shape:
         hits += [match.start() for match in _IPV6_SHAPE.finditer(shape)]
     # One regex pass: four bytes.find loops for ".0." to ".0000." cost four times as much.
@@ -745,31 +789,107 @@ def _pii_suspects(shape: bytes) -> list[int]:
 
 
 def _escape_block(
-    plain_rows: list[tuple], escape_table: bytes, boundaries: list[tuple[bytes, bytes]]
-) -> tuple[list[bytes], set[int]]:
-    """JSON-escape a block of plain dialogues at once and split it back into their bodies.
+    plain_rows: list[tuple],
+    escape_table: bytes,
+    boundaries: list[tuple[bytes, bytes]],
+    *,
+    pairs: bool = False,
+) -> tuple[bytes, list[int], set[int]]:
+    """JSON-escape a block of plain dialogues at once: (the escaped block, where each
+    dialogue's body starts in it, indexes of the dialogues that must take the per-turn path).
 
-    Also returns the indexes of the dialogues that must take the per-turn path instead: all of
-    them when the block holds a rare control character, else those the PII prefilter flags.
+    Body i is `block[starts[i] : starts[i + 1] - 1]` (`starts` ends one past the block's end).
+    The per-turn path takes all of them when the block holds a rare control character or a
+    text holding a marker byte (each dialogue has one side marker per turn, and for `pairs`
+    one original marker, unless a text adds one), else those the PII prefilter flags.
     """
     if not plain_rows:
-        return [], set()
-    raw = _MARK_DIALOGUE.join([row[7] for row in plain_rows]).encode()
+        return b"", [0], set()
+    texts = [row[7] for row in plain_rows]
+    raw = _MARK_DIALOGUE_BYTE.join(texts)
     shape = raw.translate(escape_table)
-    if b"E" in shape:
-        return [], set(range(len(plain_rows)))
+    every = set(range(len(plain_rows)))
+    if b"E" in shape or (pairs and shape.count(b"O") != len(plain_rows)):
+        return raw, [], every
     for cls, char, escaped in _BLOCK_ESCAPES:
         if cls in shape:
             raw = raw.replace(char, escaped)
     suspects: set[int] = set()
     hits = _pii_suspects(shape)
     if hits:
-        # Where each dialogue starts in the block: its byte length, plus a marker.
-        starts = list(accumulate((row[8] + 1 for row in plain_rows), initial=0))
-        suspects = {bisect.bisect_right(starts, hit) - 1 for hit in hits}
+        # Where each dialogue starts in the unescaped block: its byte length, plus a marker.
+        offsets = list(accumulate((len(text) + 1 for text in texts), initial=0))
+        suspects = {bisect.bisect_right(offsets, hit) - 1 for hit in hits}
+    # Each replaced one-byte marker lengthens the block by its boundary's length minus one:
+    # the markers are counted for free.
+    sides = sum(row[3] for row in plain_rows)
     for mark, boundary in boundaries:
+        before = len(raw)
         raw = raw.replace(mark, boundary)
-    return raw.split(_MARK_DIALOGUE.encode()), suspects
+        sides -= (len(raw) - before) // (len(boundary) - 1)
+    # Offsets rather than raw.split(): the bodies are written from slices of one memoryview,
+    # so each byte is copied once more, into the output buffer.
+    starts = [0]
+    find = raw.find
+    at = find(_MARK_DIALOGUE_BYTE)
+    while at >= 0:
+        starts.append(at + 1)
+        at = find(_MARK_DIALOGUE_BYTE, at + 1)
+    starts.append(len(raw) + 1)
+    if sides or len(starts) != len(plain_rows) + 1:
+        return raw, [], every
+    return raw, starts, suspects
+
+
+class _BlockCounts:
+    """The manifest counts of a block's fast-path dialogues, added up per (scenario, model)
+    and folded into the stats once per block instead of a dozen dictionary updates per row."""
+
+    def __init__(self) -> None:
+        self.dialogues: Counter[tuple[int, str]] = Counter()
+        self.assistant_turns: Counter[str] = Counter()
+        self.messages = 0
+
+    def add(self, scenario_id: int, model: str, messages: int, assistant_turns: int) -> None:
+        self.dialogues[scenario_id, model] += 1
+        self.assistant_turns[model] += assistant_turns
+        self.messages += messages
+
+    def fold(self, writer: _DialogueWriter, system_pii: dict[int, Counter[str]]) -> None:
+        stats = writer.stats
+        stats.messages += self.messages
+        for (scenario_id, model), dialogues in self.dialogues.items():
+            stats.dialogues_written += dialogues
+            stats.records += dialogues
+            scenario = stats.per_scenario[writer.slugs.get(scenario_id, str(scenario_id))]
+            scenario["dialogues"] += dialogues
+            scenario["records"] += dialogues
+            stats.per_model[model or "unknown"]["dialogues"] += dialogues
+            found = system_pii.get(scenario_id)
+            if found:
+                stats.dialogues_with_pii += dialogues
+                for kind, count in found.items():
+                    stats.pii[kind] += count * dialogues
+        for model, turns in self.assistant_turns.items():
+            stats.per_model[model or "unknown"]["assistant_turns"] += turns
+
+
+def _exact_turns(dialogue_ids: list[int], *, with_original: bool) -> dict[int, bytes]:
+    """The live turns of these dialogues as JSON arrays (side, text, [original,] model), read
+    in the export's snapshot; for the rare blocks where a text contains a marker byte."""
+    turn = Turn._meta.db_table
+    original = "original_text, " if with_original else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT dialogue_id, json_agg(json_build_array(side, text, {original}model)
+                                         ORDER BY position, id)::text
+            FROM {turn} WHERE dialogue_id = ANY(%s) AND discarded_at IS NULL
+            GROUP BY dialogue_id
+            """,
+            [dialogue_ids],
+        )
+        return dict(cursor.fetchall())
 
 
 class _PlainDialogues:
@@ -780,64 +900,57 @@ class _PlainDialogues:
         self.writer = writer
         openai = writer.options.format == DatasetExport.Format.OPENAI
         prefixes = _OPENAI_PREFIX if openai else _SHAREGPT_PREFIX
-        self.head = b'{"messages":[' if openai else b'{"conversations":['
+        head = b'{"messages":[' if openai else b'{"conversations":['
         # A marker becomes the end of the previous message and the start of its own.
         self.boundaries = [
             (mark.encode(), ('"},' + prefixes[side] + '"').encode())
             for mark, side in _MARK_SIDES.items()
         ]
         self.cut = ('"},' + prefixes[_USER] + '"').encode()
-        self.system = {
-            scenario_id: ((prefixes["system"] + literal + "},").encode() if literal else b"", found)
-            for scenario_id, (literal, found) in writer.system.items()
+        # What goes before a dialogue's first message, per scenario: the line's head and the
+        # system message.
+        self.heads = {
+            scenario_id: head + ((prefixes["system"] + literal + "},").encode() if literal else b"")
+            for scenario_id, (literal, _) in writer.system.items()
+        }
+        self.head = head
+        self.system_pii = {
+            scenario_id: found for scenario_id, (literal, found) in writer.system.items() if literal
         }
 
-    def lines(self, rows: list[tuple]) -> list[list[bytes]]:
-        """Each row's output lines, in order."""
+    def block(self, rows: list[tuple]) -> list[bytes | memoryview]:
+        """The rows' output, in order, as parts to be concatenated."""
         writer = self.writer
         plain_rows = [row for row in rows if row[2] and row[4]]
-        bodies, suspects = _escape_block(plain_rows, _ESCAPE_TABLE, self.boundaries)
-        out: list[list[bytes]] = []
-        index = 0
-        stats = writer.stats
+        raw, starts, suspects = _escape_block(plain_rows, _ESCAPE_TABLE, self.boundaries)
+        # Plain rows the block's marker count did not vouch for: all when it failed, else
+        # those left out of it (no assistant turn).
+        unchecked = rows if not starts else [row for row in rows if row[2] and not row[4]]
+        reread = _reread_marked(unchecked, pairs=False) if unchecked else {}
+        view = memoryview(raw)
+        out: list[bytes | memoryview] = []
+        counts = _BlockCounts()
+        heads, head, cut, system_pii = self.heads, self.head, self.cut, self.system_pii
+        index = -1
         for row in rows:
-            dialogue_id, scenario_id, is_plain, turns, assistant_turns, last_assistant = row[:6]
-            model, marked, _, turns_json = row[6:]
-            if not (is_plain and assistant_turns):
-                if turns_json is None:
-                    turn_rows = _split_marked(dialogue_id, scenario_id, marked, model)
-                else:
-                    turn_rows = [
-                        (dialogue_id, scenario_id, side, text, "", turn_model)
-                        for side, text, turn_model in json.loads(turns_json)
-                    ]
-                out.append([line.encode() for line in writer.lines(scenario_id, turn_rows)])
-                continue
-            position = index
-            index += 1
-            if position in suspects:
-                turn_rows = _split_marked(dialogue_id, scenario_id, marked, model)
-                out.append([line.encode() for line in writer.lines(scenario_id, turn_rows)])
-                continue
-            body = bodies[position]
-            if not last_assistant:
-                body = body[: body.rfind(self.cut)]
-                turns -= 1
-                stats.dropped_trailing_user_turns += 1
-            system, found = self.system.get(scenario_id, (b"", _NO_PII))
-            out.append([self.head + system + body[3:] + b'"}]}\n'])
-            stats.messages += turns + (1 if system else 0)
-            if system and found:
-                stats.dialogues_with_pii += 1
-                stats.pii.update(found)
-            stats.dialogues_written += 1
-            stats.records += 1
-            scenario = stats.per_scenario[writer.slugs.get(scenario_id, str(scenario_id))]
-            scenario["dialogues"] += 1
-            scenario["records"] += 1
-            counts = stats.per_model[model or "unknown"]
-            counts["dialogues"] += 1
-            counts["assistant_turns"] += assistant_turns
+            _, scenario_id, is_plain, turns, assistant_turns, last_assistant, model = row[:7]
+            if is_plain and assistant_turns:
+                index += 1
+                if index not in suspects:
+                    # The body opens with the end of a previous message ('"},'): skipped.
+                    start, end = starts[index] + 3, starts[index + 1] - 1
+                    if not last_assistant:
+                        end = raw.rfind(cut, start, end)
+                        turns -= 1
+                        writer.stats.dropped_trailing_user_turns += 1
+                    line_head = heads.get(scenario_id, head)
+                    out += (line_head, view[start:end], b'"}]}\n')
+                    messages = turns + (1 if scenario_id in system_pii else 0)
+                    counts.add(scenario_id, model, messages, assistant_turns)
+                    continue
+            lines = writer.lines(scenario_id, _chat_turns(row, reread))
+            out += [line.encode() for line in lines]
+        counts.fold(writer, system_pii)
         return out
 
 
@@ -853,17 +966,37 @@ _PAIR_ESCAPE_TABLE = _pair_escape_table()
 _MARKS_ORIGINAL_RE = re.compile(f"([{_MARK_ASSISTANT}{_MARK_USER}{_MARK_ORIGINAL}])")
 
 
-def _split_marked_pairs(dialogue_id: int, scenario_id: int, marked: str, model: str) -> list[_Row]:
-    """A plain DPO dialogue's marked texts back as turn rows, with originals (a turn that was
-    not corrected gets its own text as original, which is what "not corrected" means)."""
-    parts = _MARKS_ORIGINAL_RE.split(marked)
-    rows: list[_Row] = []
-    for mark, text in zip(parts[1::2], parts[2::2], strict=True):
+def _split_pair(row: tuple) -> list[_Row] | None:
+    """A plain DPO row's turns with originals (a turn that was not corrected gets its own text
+    as original, which is what "not corrected" means), split at its markers: one original
+    marker and one side marker per turn, else (a text holds a marker byte) None."""
+    dialogue_id, scenario_id, model = row[0], row[1], row[6]
+    parts = _MARKS_ORIGINAL_RE.split(row[7].decode())
+    marks = parts[1::2]
+    if len(marks) != row[3] + 1 or marks.count(_MARK_ORIGINAL) != 1 or parts[0]:
+        return None
+    turns: list[_Row] = []
+    for mark, text in zip(marks, parts[2::2], strict=True):
         if mark == _MARK_ORIGINAL:
-            rows[-1] = (*rows[-1][:ORIGINAL], text, model)
+            turns[-1] = (*turns[-1][:ORIGINAL], text, model)
         else:
-            rows.append((dialogue_id, scenario_id, _MARK_SIDES[mark], text, text, model))
-    return rows
+            turns.append((dialogue_id, scenario_id, _MARK_SIDES[mark], text, text, model))
+    return turns
+
+
+def _pair_turns(row: tuple, reread: dict[int, bytes]) -> list[_Row]:
+    """A DPO dialogue row's turns with originals, as `_chat_turns` gets them."""
+    dialogue_id, scenario_id = row[0], row[1]
+    turns_json = row[8] or reread.get(dialogue_id)
+    if turns_json is None:
+        turns = _split_pair(row)
+        if turns is not None:
+            return turns
+        turns_json = _exact_turns([dialogue_id], with_original=True)[dialogue_id]
+    return [
+        (dialogue_id, scenario_id, side, text, original, turn_model)
+        for side, text, original, turn_model in json.loads(turns_json)
+    ]
 
 
 class _PlainPairs:
@@ -871,6 +1004,10 @@ class _PlainPairs:
     plain ones with exactly one such turn get their pair line from a few slices of a block
     escaped at C speed (as `_PlainDialogues` does), the rest go through
     `_DialogueWriter.lines`."""
+
+    CHOSEN = b'"}],"chosen":[{"role":"assistant","content":"'
+    REJECTED = b'"}],"rejected":[{"role":"assistant","content":"'
+    END = b'"}]}\n'
 
     def __init__(self, writer: _DialogueWriter):
         self.writer = writer
@@ -882,86 +1019,87 @@ class _PlainPairs:
         self.assistant = self.boundaries[0][1]
         self.user = self.boundaries[1][1]
         self.original = _MARK_ORIGINAL.encode()
-        self.system = {
-            scenario_id: ((prefixes["system"] + literal + "},").encode() if literal else b"", found)
-            for scenario_id, (literal, found) in writer.system.items()
+        # Per scenario, the line up to the prompt's first turn (a system message or none).
+        self.heads = {
+            scenario_id: b'{"prompt":[' + (prefixes["system"] + literal + "},").encode()
+            for scenario_id, (literal, _) in writer.system.items()
+            if literal
+        }
+        self.system_pii = {
+            scenario_id: found for scenario_id, (literal, found) in writer.system.items() if literal
         }
 
-    def _fallback(self, row: tuple) -> list[bytes]:
-        dialogue_id, scenario_id = row[0], row[1]
-        turns_json = row[9]
-        if turns_json is None:
-            turn_rows = _split_marked_pairs(dialogue_id, scenario_id, row[7], row[6])
-        else:
-            turn_rows = [
-                (dialogue_id, scenario_id, side, text, original, turn_model)
-                for side, text, original, turn_model in json.loads(turns_json)
-            ]
-        return [line.encode() for line in self.writer.lines(scenario_id, turn_rows)]
-
-    def lines(self, rows: list[tuple]) -> list[list[bytes]]:
-        """Each row's output lines, in order."""
+    def block(self, rows: list[tuple]) -> list[bytes | memoryview]:
+        """The rows' output, in order, as parts to be concatenated."""
         writer = self.writer
         plain_rows = [row for row in rows if row[2]]
-        bodies, suspects = _escape_block(plain_rows, _PAIR_ESCAPE_TABLE, self.boundaries)
-        out: list[list[bytes]] = []
-        index = 0
-        stats = writer.stats
+        raw, starts, suspects = _escape_block(
+            plain_rows, _PAIR_ESCAPE_TABLE, self.boundaries, pairs=True
+        )
+        reread = _reread_marked(rows, pairs=True) if not starts else {}
+        view = memoryview(raw)
+        out: list[bytes | memoryview] = []
+        counts = _BlockCounts()
         assistant, user, original = self.assistant, self.user, self.original
+        skip, heads, head = len(assistant), self.heads, b'{"prompt":['
+        chosen_, rejected_, end_ = self.CHOSEN, self.REJECTED, self.END
+        index = -1
         for row in rows:
-            if not row[2]:
-                out.append(self._fallback(row))
-                continue
-            position = index
-            index += 1
-            if position in suspects:
-                out.append(self._fallback(row))
-                continue
-            body = bodies[position]
-            # body: the turns as messages, each opened by its boundary; the corrected turn's
-            # text is followed by the original marker and its original, up to the next turn.
-            cut = body.find(original)
-            chosen = body.rfind(assistant, 0, cut)
             scenario_id = row[1]
-            system, found = self.system.get(scenario_id, (b"", _NO_PII))
-            if chosen <= 0 and not system:
-                # The first turn: no prompt at all, which the per-turn rules decide on.
-                out.append(self._fallback(row))
-                continue
-            end = body.find(user, cut)
-            if end < 0:
-                end = len(body)
-            out.append(
-                [
-                    b'{"prompt":['
-                    + (system + body[3:chosen] + b'"}' if chosen > 0 else system[:-1])
-                    + b'],"chosen":[{"role":"assistant","content":"'
-                    + body[chosen + len(assistant) : cut]
-                    + b'"}],"rejected":[{"role":"assistant","content":"'
-                    + body[cut + 1 : end]
-                    + b'"}]}\n'
-                ]
-            )
-            if system and found:
-                stats.dialogues_with_pii += 1
-                stats.pii.update(found)
-            stats.dialogues_written += 1
-            stats.records += 1
-            stats.messages += 1
-            scenario = stats.per_scenario[writer.slugs.get(scenario_id, str(scenario_id))]
-            scenario["dialogues"] += 1
-            scenario["records"] += 1
-            counts = stats.per_model[row[6] or "unknown"]
-            counts["dialogues"] += 1
-            counts["assistant_turns"] += row[4]
+            if row[2]:
+                index += 1
+                if index not in suspects:
+                    # The body: the turns as messages, each opened by its boundary; the
+                    # corrected turn's text is followed by the original marker and its
+                    # original, up to the next turn.
+                    start, end = starts[index], starts[index + 1] - 1
+                    cut = raw.find(original, start, end)
+                    chosen = raw.rfind(assistant, start, cut)
+                    line_head = heads.get(scenario_id)
+                    rejected = raw.find(user, cut, end)
+                    if rejected < 0:
+                        rejected = end
+                    if chosen > start:
+                        out += (
+                            line_head or head,
+                            view[start + 3 : chosen],
+                            chosen_,
+                            view[chosen + skip : cut],
+                            rejected_,
+                            view[cut + 1 : rejected],
+                            end_,
+                        )
+                        counts.add(scenario_id, row[6], 1, row[4])
+                        continue
+                    if line_head:  # the first turn corrected: the prompt is the system message
+                        out += (
+                            line_head[:-1],
+                            chosen_[2:],
+                            view[chosen + skip : cut],
+                            rejected_,
+                            view[cut + 1 : rejected],
+                            end_,
+                        )
+                        counts.add(scenario_id, row[6], 1, row[4])
+                        continue
+                    # The first turn corrected with no system message: no prompt at all,
+                    # which the per-turn rules decide on.
+            lines = writer.lines(scenario_id, _pair_turns(row, reread))
+            out += [line.encode() for line in lines]
+        counts.fold(writer, self.system_pii)
         return out
 
 
-def _dialogue_lines(
+class _TextAsBytes(psycopg.adapt.Loader):
+    def load(self, data: Any) -> bytes:
+        return bytes(data)
+
+
+def _dialogue_blocks(
     dialogues: QuerySet[Dialogue], writer: _DialogueWriter
-) -> Iterator[list[bytes]]:
-    """Each exportable dialogue's output lines, encoded, in id order (an empty list when it
-    gives none)."""
+) -> Iterator[tuple[int, list[bytes | memoryview]]]:
+    """The exportable dialogues' output, encoded, in id order, a block at a time: (how many
+    dialogues the block covers, the parts of its lines to concatenate)."""
     if SQL_ASSEMBLY and connection.vendor == "postgresql":
         plain = _PlainPairs(writer) if writer.is_dpo else _PlainDialogues(writer)
         sql, params = _plain_dialogues_sql(dialogues, dpo=writer.is_dpo)
@@ -969,17 +1107,20 @@ def _dialogue_lines(
             # Compiling this query costs more than JIT saves on it.
             cursor.execute("SET LOCAL jit = off")
         cursor = connection.chunked_cursor()
+        # The texts stay UTF-8 bytes: they are escaped and written as bytes, so decoding them
+        # to str and encoding them back would be two wasted passes over every byte.
+        cursor.cursor.adapters.register_loader("text", _TextAsBytes)
         try:
             cursor.execute(sql, params)
             size = max(1, CHUNK_SIZE // _DIALOGUE_CHUNK_DIVISOR)
             for rows in _prefetched(cursor.cursor, size):
-                yield from plain.lines(rows)
+                yield len(rows), plain.block(rows)
         finally:
             cursor.close()
         return
     rows = _stream_turns(dialogues, with_original=writer.is_dpo)
     for _, scenario_id, turns in _group_dialogues(rows):
-        yield [line.encode() for line in writer.lines(scenario_id, turns)]
+        yield 1, [line.encode() for line in writer.lines(scenario_id, turns)]
 
 
 class AtomicFile:
@@ -1052,17 +1193,19 @@ def export_write(
             slugs = dict(Scenario.objects.filter(pk__in=scenario_ids).values_list("pk", "slug"))
             writer = _DialogueWriter(options, _system_prompts(scenario_ids), slugs)
             sink = _BackgroundSink(target)
-            buffer: list[bytes] = []
+            buffer: list[bytes | memoryview] = []
             buffered = 0
-            for done, lines in enumerate(_dialogue_lines(dialogues, writer), start=1):
-                for line in lines:
-                    buffer.append(line)
-                    buffered += len(line)
+            done = reported = 0
+            for count, parts in _dialogue_blocks(dialogues, writer):
+                buffer += parts
+                buffered += sum(map(len, parts))
                 if buffered >= _WRITE_BUFFER_BYTES:
                     sink.write(b"".join(buffer))
                     buffer.clear()
                     buffered = 0
-                if progress is not None and done % PROGRESS_EVERY == 0:
+                done += count
+                if progress is not None and done - reported >= PROGRESS_EVERY:
+                    reported = done
                     progress(done, approved)
             if buffer:
                 sink.write(b"".join(buffer))

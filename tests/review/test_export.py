@@ -502,6 +502,7 @@ def test_export_reads_one_snapshot(tmp_path, monkeypatch):
 def test_progress_is_visible_to_other_connections_while_running(tmp_path, settings, monkeypatch):
     settings.MEDIA_ROOT = str(tmp_path)
     monkeypatch.setattr(export, "PROGRESS_EVERY", 1)
+    monkeypatch.setattr(export, "CHUNK_SIZE", 1)  # one dialogue per block: progress each
     for _ in range(3):
         approved()
     record = export.dataset_export_create(

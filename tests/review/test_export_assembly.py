@@ -187,13 +187,13 @@ def test_assembled_lines_are_the_per_turn_lines(
     monkeypatch.setattr(export, "CHUNK_SIZE", chunk_size)
     calls = []
     plain = export._PlainPairs if fmt == "dpo" else export._PlainDialogues
-    real_lines = plain.lines
+    real_block = plain.block
 
     def spy(self, rows):
         calls.append(sum(1 for row in rows if row[2]))
-        return real_lines(self, rows)
+        return real_block(self, rows)
 
-    monkeypatch.setattr(plain, "lines", spy)
+    monkeypatch.setattr(plain, "block", spy)
     fast, fast_manifest = _export(tmp_path, "fast.jsonl", fmt, include_system, scrub)
     assert len(calls) > 1 and sum(calls) > 20  # the assembled path ran, on plain dialogues
     monkeypatch.setattr(export, "SQL_ASSEMBLY", False)
@@ -255,3 +255,30 @@ def test_block_prefilter_never_misses_what_pii_finds(text):
 
 def test_space_codes_are_every_python_whitespace():
     assert tuple(code for code in range(0x110000) if chr(code).isspace()) == export._SPACE_CODES
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("fmt", ["openai", "dpo"])
+def test_texts_holding_marker_bytes_are_read_again(tmp_path, monkeypatch, fmt):
+    """A marker byte inside a text would shift the boundaries between texts: the block's marker
+    count gives it away, and only the dialogues holding one are read again as turns."""
+    plain = [
+        _dialogue([(U, f"Plain {n}"), (A, f"answer {n}")], originals={1: "x"}) for n in range(3)
+    ]
+    marked = _dialogue(
+        [(U, "Q"), (A, "a \x1e inside"), (U, "and \x1f"), (A, "end")], originals={3: "e \x1c"}
+    )
+    reread = []
+    real = export._exact_turns
+
+    def spy(dialogue_ids, *, with_original):
+        reread.extend(dialogue_ids)
+        return real(dialogue_ids, with_original=with_original)
+
+    monkeypatch.setattr(export, "_exact_turns", spy)
+    fast, _ = _export(tmp_path, "fast.jsonl", fmt, True, False)
+    assert reread == [marked.pk]
+    monkeypatch.setattr(export, "SQL_ASSEMBLY", False)
+    slow, _ = _export(tmp_path, "slow.jsonl", fmt, True, False)
+    assert fast == slow
+    assert len(fast.splitlines()) == len(plain) + 1
