@@ -1103,9 +1103,10 @@ class _TextAsBytes(psycopg.adapt.Loader):
 
 def _dialogue_blocks(
     dialogues: QuerySet[Dialogue], writer: _DialogueWriter
-) -> Iterator[tuple[int, list[bytes | memoryview]]]:
+) -> Iterator[tuple[int, bytes]]:
     """The exportable dialogues' output, encoded, in id order, a block at a time: (how many
-    dialogues the block covers, the parts of its lines to concatenate)."""
+    dialogues the block covers, their lines). Each block is joined at once, so nothing holds
+    on to the fetched rows it was sliced from."""
     if SQL_ASSEMBLY and connection.vendor == "postgresql":
         plain = _PlainPairs(writer) if writer.is_dpo else _PlainDialogues(writer)
         sql, params = _plain_dialogues_sql(dialogues, dpo=writer.is_dpo)
@@ -1124,13 +1125,13 @@ def _dialogue_blocks(
                 settings_cursor.execute(_PLANNER_SETTINGS.format(sort="DEFAULT"))
             size = max(1, CHUNK_SIZE // _DIALOGUE_CHUNK_DIVISOR)
             for rows in _prefetched(cursor.cursor, size):
-                yield len(rows), plain.block(rows)
+                yield len(rows), b"".join(plain.block(rows))
         finally:
             cursor.close()
         return
     rows = _stream_turns(dialogues, with_original=writer.is_dpo)
     for _, scenario_id, turns in _group_dialogues(rows):
-        yield 1, [line.encode() for line in writer.lines(scenario_id, turns)]
+        yield 1, "".join(writer.lines(scenario_id, turns)).encode()
 
 
 class AtomicFile:
@@ -1203,12 +1204,12 @@ def export_write(
             slugs = dict(Scenario.objects.filter(pk__in=scenario_ids).values_list("pk", "slug"))
             writer = _DialogueWriter(options, _system_prompts(scenario_ids), slugs)
             sink = _BackgroundSink(target)
-            buffer: list[bytes | memoryview] = []
+            buffer: list[bytes] = []
             buffered = 0
             done = reported = 0
-            for count, parts in _dialogue_blocks(dialogues, writer):
-                buffer += parts
-                buffered += sum(map(len, parts))
+            for count, data in _dialogue_blocks(dialogues, writer):
+                buffer.append(data)
+                buffered += len(data)
                 if buffered >= _WRITE_BUFFER_BYTES:
                     sink.write(b"".join(buffer))
                     buffer.clear()
