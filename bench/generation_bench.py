@@ -5,8 +5,10 @@
     .venv/bin/python bench/generation_bench.py --dialogues 500 --turns 6 --latency 0.5 \\
         --in-flight 64 256
 
-For each in-flight limit: a run of N dialogues x T turns with max_in_flight = the limit, and a
-worker started with `--pool threads --concurrency <limit>`. Reports dialogues/min, turns/s,
+For each in-flight limit: a run of N dialogues x T turns with max_in_flight = the limit (the
+most LLM requests in flight), which keeps limit + ceil(limit x headroom) dialogues open (the
+window; SYNTHREVIEW_DIALOGUE_HEADROOM or --headroom), and workers started with `--pool threads
+--concurrency <window / workers>` (or --threads). Reports dialogues/min, turns/s,
 efficiency = turns/s / (in_flight / latency), per-turn overhead (time between a dialogue's
 consecutive turns minus the LLM call's own latency: database writes, lease renewal, task
 hand-off), the hand-off of a window slot to the next dialogue, the worker's CPU and peak RSS,
@@ -41,8 +43,15 @@ def main() -> None:
     parser.add_argument(
         "--headroom",
         type=float,
-        default=0.0,
-        help="Worker threads beyond the in-flight limit, as a fraction (0.125: 64 -> 72).",
+        default=None,
+        help="Dialogues open beyond the in-flight limit, as a fraction (0.25: 64 -> 80); "
+        "default: SYNTHREVIEW_DIALOGUE_HEADROOM.",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="Threads per worker process (default: the window split evenly over the workers).",
     )
     parser.add_argument(
         "--worker-arg", action="append", default=[], help="Extra `celery worker` argument."
@@ -70,6 +79,9 @@ def main() -> None:
     fake_url = banner.split(" on ")[1].split()[0]
     os.environ["OPENAI_BASE_URL"] = fake_url
     os.environ.setdefault("OPENAI_API_KEY", "")
+    if args.headroom is not None:
+        # Read by this process's dispatch and inherited by the workers (their sweep tops up).
+        os.environ["SYNTHREVIEW_DIALOGUE_HEADROOM"] = str(args.headroom)
 
     try:
         import django
@@ -114,12 +126,13 @@ def measure(limit: int, args, fake_url: str) -> dict[str, float]:
             defaults={"name": f"P{position}", "side": side, "opens": position == 1,
                       "system_prompt": "You are a benchmark persona.", "model": "fake-model"},
         )  # fmt: skip
-    per_worker = limit + int(limit * args.headroom)
+    window = services.run_window(max_in_flight=limit)
+    threads = args.threads or -(-window // args.workers)
     workers = [
         CeleryWorker(
             queue=queue,
             pool="threads",
-            concurrency=max(1, per_worker // args.workers),
+            concurrency=threads,
             extra_args=args.worker_arg,
             env={
                 "OPENAI_BASE_URL": fake_url,
@@ -183,7 +196,7 @@ def measure(limit: int, args, fake_url: str) -> dict[str, float]:
     for dialogue_id, created_at, latency_ms in turns:
         first_turn.setdefault(dialogue_id, created_at - timedelta(milliseconds=latency_ms))
     queue_ms, setup_ms = [], []
-    for pk, dispatched_at, acquired_at in run.dialogues.filter(index__gte=limit).values_list(
+    for pk, dispatched_at, acquired_at in run.dialogues.filter(index__gte=window).values_list(
         "pk", "dispatched_at", "updated_at"
     ):
         if pk in first_turn:
@@ -196,6 +209,10 @@ def measure(limit: int, args, fake_url: str) -> dict[str, float]:
         "handoff_setup_ms": statistics.median(setup_ms) if setup_ms else float("nan"),
         "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "in_flight": limit,
+        "window": window,
+        "headroom": settings.SYNTHREVIEW_DIALOGUE_HEADROOM,
+        "gated": services.requests_gated(),
+        "threads": threads,
         "workers": args.workers,
         "status": run.status,
         "dialogues": run.done_count,
@@ -250,7 +267,9 @@ def _status_field(pid: int, name: str) -> int:
 
 def report(r: dict) -> None:
     print(
-        f"in flight {r['in_flight']:>4} ({r['workers']} worker process(es)): {r['dialogues']} dialogues ({r['failed']} failed, {r['status']}), "
+        f"in flight {r['in_flight']:>4}, window {r['window']} (headroom {r['headroom']:g}, "
+        f"request gate {'on' if r['gated'] else 'off'}), {r['workers']} worker process(es) x "
+        f"{r['threads']} threads: {r['dialogues']} dialogues ({r['failed']} failed, {r['status']}), "
         f"{r['turns']} turns in {r['seconds']:.1f}s -> {r['dialogues_per_min']:.0f} dialogues/min, "
         f"{r['turns_per_s']:.1f} turns/s, efficiency {r['efficiency']:.1%} "
         f"(steady state {r['steady_efficiency']:.1%} over {r['steady_seconds']:.0f}s); per-turn overhead "

@@ -168,7 +168,8 @@ class Dialogue(models.Model):
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
     attempts = models.PositiveIntegerField(default=0)
-    # Set when the dialogue's task is enqueued; a run keeps at most max_in_flight dispatched.
+    # Set when the dialogue's task is enqueued; a run keeps at most its window dispatched
+    # (services.run_window: max_in_flight, plus headroom when requests are gated).
     dispatched_at = models.DateTimeField(null=True, blank=True)
     # Usage of turns saved since the last roll-up into the run's totals. Each turn adds here
     # (a row only this dialogue's worker writes); the run's shared row is updated once per

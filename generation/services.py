@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import socket
@@ -26,7 +27,7 @@ from django.db.models import Count, F, Q, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from . import rules
+from . import gate, rules
 from .llm import (
     ChatRequest,
     ChatResult,
@@ -318,8 +319,29 @@ def tasks_run_inline() -> bool:
     return bool(app.conf.task_always_eager)
 
 
+def requests_gated() -> bool:
+    """True when each LLM call takes one of its run's request slots (`generation.gate`).
+
+    That needs the workers' shared Redis. With no broker, tasks run inline one at a time, and
+    one dialogue per slot caps the requests by construction.
+    """
+    return not tasks_run_inline() and gate.broker_is_redis()
+
+
+def run_window(*, max_in_flight: int) -> int:
+    """How many of a run's dialogues may be dispatched or generating at once.
+
+    Gated, a run keeps SYNTHREVIEW_DIALOGUE_HEADROOM more dialogues open than it has request
+    slots: a dialogue saving its turn or just handed over holds no slot, and another one is
+    waiting to use it. Ungated, one dialogue per slot.
+    """
+    if not requests_gated():
+        return max_in_flight
+    return max_in_flight + math.ceil(max_in_flight * settings.SYNTHREVIEW_DIALOGUE_HEADROOM)
+
+
 def run_dispatch(*, run_id: int) -> int:
-    """Enqueue pending dialogues up to the run's max_in_flight; returns how many were enqueued.
+    """Enqueue pending dialogues up to the run's window; returns how many were enqueued.
 
     Called at launch, whenever a dialogue finishes (freeing a slot) and by the sweep. With no
     broker the tasks run inline: the outermost call keeps refilling the window while nested
@@ -339,7 +361,7 @@ def run_dispatch(*, run_id: int) -> int:
                     Q(status=Dialogue.Status.GENERATING)
                     | Q(status=Dialogue.Status.PENDING, dispatched_at__isnull=False)
                 ).count()
-                free = run.max_in_flight - in_flight
+                free = run_window(max_in_flight=run.max_in_flight) - in_flight
                 if free <= 0:
                     return total
                 # Lock order is always dialogue rows before the run row elsewhere (a finishing
@@ -411,8 +433,11 @@ def dialogue_handed_over() -> bool:
     return bool(getattr(_handoff, "done", False))
 
 
+# Each in its model's field order: `from_db`, given a subset of the fields, expects that order.
 _DIALOGUE_FIELDS = ("id", "run_id", "scenario_id", "index", "topic", "resume_from")
-_RUN_FIELDS = ("id", "provider", "model_override", "temperature_override", "seed")
+_RUN_FIELDS = (
+    "id", "provider", "model_override", "temperature_override", "max_in_flight", "seed",
+)  # fmt: skip
 _SCENARIO_FIELDS = (
     "id", "slug", "name", "opening_instruction", "min_turns", "max_turns", "end_marker",
 )  # fmt: skip
@@ -514,13 +539,19 @@ def _generate_turns(*, dialogue_id: int, owner: str) -> None:
         )
         return
     client = get_client(run.provider)
+    slots = (
+        gate.request_gate(run_id=dialogue.run_id, limit=run.max_in_flight)
+        if requests_gated()
+        else None
+    )
     # Loaded once: while we hold the lease nobody else adds turns, so the list stays current.
     turns = [rules.PastTurn(speaker_position, text) for speaker_position, text in past]
     attempts = 0
 
-    def renew_before_retry() -> bool:
+    def still_ours() -> bool:
         # The lease was renewed by the save of the previous turn (or the acquire) just before
-        # this call; retries renew again, and notice a cancellation between attempts.
+        # this call; retries and a long wait for a request slot renew again, and notice a
+        # cancellation in between.
         nonlocal attempts
         attempts += 1
         return attempts == 1 or dialogue_renew_lease(dialogue_id=dialogue_id, owner=owner)
@@ -563,7 +594,7 @@ def _generate_turns(*, dialogue_id: int, owner: str) -> None:
         _release_connection()
         attempts = 0
         try:
-            outcome = complete_with_retries(client, request, before_attempt=renew_before_retry)
+            outcome = complete_with_retries(client, request, before_attempt=still_ours, slots=slots)
         except Aborted:
             _usage_rollup(dialogue_id=dialogue_id)
             return  # cancelled, regenerated or taken over: whoever changed it owns it now

@@ -5,6 +5,8 @@ from __future__ import annotations
 from celery import shared_task
 from celery.signals import worker_process_init, worker_ready
 from django.db import InterfaceError, OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import services, worker
 
@@ -13,9 +15,10 @@ from . import services, worker
     name="generation.generate_dialogue",
     acks_late=True,
     ignore_result=True,
-    # Database blips (a dropped connection, a deadlock victim) are transient: try again
-    # later, continuing from the last saved turn. LLM errors are retried inside the service.
-    autoretry_for=(OperationalError, InterfaceError),
+    # Database and Redis (request gate) blips, a dropped connection, a deadlock victim, are
+    # transient: try again later, continuing from the last saved turn. LLM errors are retried
+    # inside the service.
+    autoretry_for=(OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError),
     retry_backoff=1,
     retry_backoff_max=30,
     retry_jitter=True,

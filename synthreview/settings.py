@@ -8,6 +8,7 @@ fails at start-up with ImproperlyConfigured naming the variable.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -58,6 +59,8 @@ def env_float(name: str, default: float, *, minimum: float | None = None) -> flo
         value = float(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ImproperlyConfigured(f"{name} must be a finite number, got {raw!r}")
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
     return value
@@ -323,6 +326,10 @@ SYNTHREVIEW_SWEEP_SECONDS = env_int("SYNTHREVIEW_SWEEP_SECONDS", 20, minimum=1)
 # A dispatched dialogue whose task has not started after this long is enqueued again (its
 # message may sit in a dead worker's prefetch until the broker's visibility timeout).
 SYNTHREVIEW_DISPATCH_STALE_SECONDS = env_int("SYNTHREVIEW_DISPATCH_STALE_SECONDS", 300, minimum=10)
+# A run's max_in_flight caps its LLM requests (a slot per call, shared by all workers through
+# the broker's Redis); it keeps ceil(max_in_flight * HEADROOM) more dialogues open than that, so
+# a dialogue saving a turn or starting up never leaves a slot idle. 0: one dialogue per slot.
+SYNTHREVIEW_DIALOGUE_HEADROOM = env_float("SYNTHREVIEW_DIALOGUE_HEADROOM", 0.25, minimum=0)
 
 # --- Review ----------------------------------------------------------------------------------------
 

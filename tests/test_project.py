@@ -48,6 +48,14 @@ def run_django(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
         ({"DEBUG": "1", "OPENAI_BASE_URL": "localhost:8000"}, "OPENAI_BASE_URL must be a URL"),
         ({"DEBUG": "1", "SYNTHREVIEW_LLM_TIMEOUT": "soon"}, "SYNTHREVIEW_LLM_TIMEOUT must be"),
         ({"DEBUG": "1", "SYNTHREVIEW_CLAIM_MINUTES": "0"}, "SYNTHREVIEW_CLAIM_MINUTES must be at"),
+        (
+            {"DEBUG": "1", "SYNTHREVIEW_DIALOGUE_HEADROOM": "-0.5"},
+            "SYNTHREVIEW_DIALOGUE_HEADROOM must be at least 0",
+        ),
+        (
+            {"DEBUG": "1", "SYNTHREVIEW_DIALOGUE_HEADROOM": "inf"},
+            "SYNTHREVIEW_DIALOGUE_HEADROOM must be a finite number",
+        ),
         ({"DEBUG": "1", "SYNTHREVIEW_MODEL_PRICES": '{"m": [1]}'}, "SYNTHREVIEW_MODEL_PRICES['m']"),
         (
             {"DEBUG": "1", "SYNTHREVIEW_MODEL_PRICES": "cheap"},

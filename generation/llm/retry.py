@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from django.conf import settings
 
@@ -54,6 +55,14 @@ class Aborted(Exception):
     """`before_attempt` said stop (the dialogue was cancelled or its lease lost)."""
 
 
+class RequestSlots(Protocol):
+    """A cap on concurrent calls shared with other threads and processes (generation.gate)."""
+
+    def acquire(self, *, keep_waiting: Callable[[], bool]) -> str | None: ...
+
+    def release(self, holder: str) -> None: ...
+
+
 @dataclass
 class Outcome:
     result: ChatResult
@@ -66,19 +75,23 @@ def complete_with_retries(
     *,
     policy: RetryPolicy | None = None,
     before_attempt: Callable[[], bool] = lambda: True,
+    slots: RequestSlots | None = None,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
 ) -> Outcome:
-    """Call the LLM until it answers, a permanent error occurs or the retries run out."""
+    """Call the LLM until it answers, a permanent error occurs or the retries run out.
+
+    With `slots`, each attempt holds a slot only for the call itself: never while backing off.
+    While it waits for one, `before_attempt` is asked again (every poll) whether to go on.
+    """
     policy = policy or RetryPolicy.from_settings()
     rng = rng or random.Random()
     retry = 0
     while True:
         if not before_attempt():
             raise Aborted()
-        started = time.monotonic()
         try:
-            result = client.complete(request)
+            result = _attempt(client, request, slots=slots, keep_waiting=before_attempt)
         except PermanentLLMError:
             raise
         except TransientLLMError as exc:
@@ -92,7 +105,27 @@ def complete_with_retries(
             log.warning("LLM call failed (%s); retry %d in %.2fs", exc.reason, retry, wait)
             sleep(wait)
             continue
-        if not result.latency_ms:
-            latency = int((time.monotonic() - started) * 1000)
-            result = replace(result, latency_ms=latency)
         return Outcome(result=result, retries=retry)
+
+
+def _attempt(
+    client: LLMClient,
+    request: ChatRequest,
+    *,
+    slots: RequestSlots | None,
+    keep_waiting: Callable[[], bool],
+) -> ChatResult:
+    """One call, holding a slot for exactly its duration; the latency excludes the wait."""
+    holder = None
+    if slots is not None:
+        holder = slots.acquire(keep_waiting=keep_waiting)
+        if holder is None:
+            raise Aborted()
+    started = time.monotonic()
+    try:
+        result = client.complete(request)
+        latency_ms = int((time.monotonic() - started) * 1000)
+    finally:
+        if holder is not None:
+            slots.release(holder)
+    return result if result.latency_ms else replace(result, latency_ms=latency_ms)

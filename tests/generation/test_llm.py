@@ -89,6 +89,52 @@ def test_before_attempt_false_aborts_before_calling():
     assert client.calls == 1
 
 
+class RecordingSlots:
+    def __init__(self, events: list[str], *, grant: bool = True) -> None:
+        self.events, self.grant = events, grant
+
+    def acquire(self, *, keep_waiting) -> str | None:
+        self.events.append("acquire")
+        if self.grant:
+            return "slot"
+        while keep_waiting():  # no slot comes free: wait until told to stop
+            self.events.append("still waiting")
+        return None
+
+    def release(self, holder: str) -> None:
+        self.events.append("release")
+
+
+def test_a_slot_is_held_for_each_attempt_and_never_while_backing_off():
+    events: list[str] = []
+    client = ScriptedClient(TransientLLMError("500"), OK)
+    outcome = complete_with_retries(
+        client,
+        REQUEST,
+        policy=POLICY,
+        slots=RecordingSlots(events),
+        sleep=lambda s: events.append("backoff"),
+    )
+    assert outcome.result == OK
+    assert events == ["acquire", "release", "backoff", "acquire", "release"]
+
+
+def test_a_stop_while_waiting_for_a_slot_aborts_without_calling():
+    events: list[str] = []
+    answers = iter([True, True, False])  # before the attempt, then while waiting
+    client = ScriptedClient(OK)
+    with pytest.raises(Aborted):
+        complete_with_retries(
+            client,
+            REQUEST,
+            policy=POLICY,
+            slots=RecordingSlots(events, grant=False),
+            before_attempt=lambda: next(answers),
+        )
+    assert events == ["acquire", "still waiting"]
+    assert client.calls == 0
+
+
 def _demo(position, *, slug="trig-tutoring", topic="the unit circle", variant=0):
     request = ChatRequest(
         model="x",

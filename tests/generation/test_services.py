@@ -97,6 +97,54 @@ def test_dispatch_keeps_at_most_max_in_flight(scenario):
     assert run.dialogues.filter(dispatched_at__isnull=False).count() == 3
 
 
+def test_gated_the_window_keeps_headroom_dialogues_beyond_the_request_slots(scenario, settings):
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:6379/3"
+    settings.SYNTHREVIEW_DIALOGUE_HEADROOM = 0.25
+    assert services.run_window(max_in_flight=8) == 8  # tasks inline: no gate, no headroom
+    with (
+        mock.patch.object(services, "tasks_run_inline", return_value=False),
+        mock.patch.object(services, "_enqueue"),
+    ):
+        assert services.requests_gated()
+        assert services.run_window(max_in_flight=8) == 10
+        assert services.run_window(max_in_flight=64) == 80
+        assert services.run_window(max_in_flight=1) == 2  # rounded up
+        run = launch(scenario, count=20, max_in_flight=8)
+        assert services.run_dispatch(run_id=run.pk) == 10
+        assert services.run_dispatch(run_id=run.pk) == 0
+        settings.SYNTHREVIEW_DIALOGUE_HEADROOM = 0
+        assert services.run_window(max_in_flight=8) == 8  # one dialogue per slot
+
+
+class RecordingSlots:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def acquire(self, *, keep_waiting) -> str:
+        self.events.append("acquire")
+        return "slot"
+
+    def release(self, holder: str) -> None:
+        self.events.append("release")
+
+
+def test_a_gated_dialogue_takes_a_request_slot_for_each_call(scenario, settings):
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:6379/3"
+    slots = RecordingSlots()
+    with (
+        mock.patch.object(services, "tasks_run_inline", return_value=False),
+        mock.patch.object(services, "_enqueue"),
+        mock.patch.object(services.gate, "request_gate", return_value=slots) as request_gate,
+    ):
+        run = launch(scenario, count=1, max_in_flight=3)
+        dialogue = run.dialogues.get()
+        services.dialogue_generate(dialogue_id=dialogue.pk)
+    request_gate.assert_called_once_with(run_id=run.pk, limit=3)
+    dialogue.refresh_from_db()
+    assert dialogue.status == Dialogue.Status.COMPLETE
+    assert slots.events == ["acquire", "release"] * dialogue.turns.count()
+
+
 def test_a_rolled_back_launch_enqueues_nothing(scenario, django_capture_on_commit_callbacks):
     with (
         mock.patch.object(services, "_enqueue") as enqueue,

@@ -147,6 +147,28 @@ def test_twenty_dialogues_with_injected_faults(threads_worker, fake):
     )
 
 
+def test_requests_in_flight_stay_within_max_in_flight_while_more_dialogues_are_open(
+    threads_worker, fake
+):
+    # A timed-out request of an earlier test stays in the server's count until it ends.
+    wait_for(lambda: fake.state.in_flight == 0, 10, what="the server to be idle")
+    fake.configure(latency=0.2, peak_in_flight=0)
+    window = services.run_window(max_in_flight=6)
+    assert window > 6  # the worker's 16 threads cover it
+    scenario = ScenarioFactory(min_turns=4, max_turns=4)
+    run = services.run_launch(scenario=scenario, count=24, max_in_flight=6)
+    most_open = 0
+    deadline = time.monotonic() + 60
+    while not run_ended(run) and time.monotonic() < deadline:
+        most_open = max(most_open, run.dialogues.filter(status=Dialogue.Status.GENERATING).count())
+        time.sleep(0.05)
+    assert run.status == GenerationRun.Status.FINISHED, threads_worker.output()[-4000:]
+    assert all(d.turns.count() == 4 for d in run.dialogues.all())
+    assert 6 < most_open <= window
+    assert fake.state.peak_in_flight == 6  # reached, never exceeded
+    print(f"\nrequest gate: {most_open} dialogues open, at most 6 requests in flight")
+
+
 def test_a_task_enqueued_in_a_rolled_back_transaction_never_runs(threads_worker, fake):
     committed = dialogue_with_turns(2)
     received_before = threads_worker.output().count("received")
