@@ -792,16 +792,15 @@ def _escape_block(
     plain_rows: list[tuple],
     escape_table: bytes,
     boundaries: list[tuple[bytes, bytes]],
-    *,
-    pairs: bool = False,
 ) -> tuple[bytes, list[int], set[int]]:
     """JSON-escape a block of plain dialogues at once: (the escaped block, where each
     dialogue's body starts in it, indexes of the dialogues that must take the per-turn path).
 
     Body i is `block[starts[i] : starts[i + 1] - 1]` (`starts` ends one past the block's end).
     The per-turn path takes all of them when the block holds a rare control character or a
-    text holding a marker byte (each dialogue has one side marker per turn, and for `pairs`
-    one original marker, unless a text adds one), else those the PII prefilter flags.
+    text holding a side or dialogue marker byte (each dialogue has one side marker per turn
+    unless a text adds one), else those the PII prefilter flags. (A DPO body also holds one
+    original marker unless a text adds one, which `_PlainPairs` checks.)
     """
     if not plain_rows:
         return b"", [0], set()
@@ -809,7 +808,7 @@ def _escape_block(
     raw = _MARK_DIALOGUE_BYTE.join(texts)
     shape = raw.translate(escape_table)
     every = set(range(len(plain_rows)))
-    if b"E" in shape or (pairs and shape.count(b"O") != len(plain_rows)):
+    if b"E" in shape:
         return raw, [], every
     for cls, char, escaped in _BLOCK_ESCAPES:
         if cls in shape:
@@ -1033,59 +1032,54 @@ class _PlainPairs:
         """The rows' output, in order, as parts to be concatenated."""
         writer = self.writer
         plain_rows = [row for row in rows if row[2]]
-        raw, starts, suspects = _escape_block(
-            plain_rows, _PAIR_ESCAPE_TABLE, self.boundaries, pairs=True
-        )
-        reread = _reread_marked(rows, pairs=True) if not starts else {}
+        raw, starts, suspects = _escape_block(plain_rows, _PAIR_ESCAPE_TABLE, self.boundaries)
         view = memoryview(raw)
         out: list[bytes | memoryview] = []
+        # Rows for the per-turn rules, done after the loop: those whose texts may hold a marker
+        # byte are read again first, all in one query.
+        slow: list[tuple[int, tuple]] = []
         counts = _BlockCounts()
+        per_scenario_model, assistant_turns = counts.dialogues, counts.assistant_turns
+        find, rfind = raw.find, raw.rfind
         assistant, user, original = self.assistant, self.user, self.original
         skip, heads, head = len(assistant), self.heads, b'{"prompt":['
         chosen_, rejected_, end_ = self.CHOSEN, self.REJECTED, self.END
         index = -1
         for row in rows:
-            scenario_id = row[1]
-            if row[2]:
+            if row[2] and starts:
                 index += 1
-                if index not in suspects:
-                    # The body: the turns as messages, each opened by its boundary; the
-                    # corrected turn's text is followed by the original marker and its
-                    # original, up to the next turn.
-                    start, end = starts[index], starts[index + 1] - 1
-                    cut = raw.find(original, start, end)
-                    chosen = raw.rfind(assistant, start, cut)
-                    line_head = heads.get(scenario_id)
-                    rejected = raw.find(user, cut, end)
-                    if rejected < 0:
-                        rejected = end
-                    if chosen > start:
-                        out += (
-                            line_head or head,
-                            view[start + 3 : chosen],
-                            chosen_,
-                            view[chosen + skip : cut],
-                            rejected_,
-                            view[cut + 1 : rejected],
-                            end_,
-                        )
-                        counts.add(scenario_id, row[6], 1, row[4])
-                        continue
-                    if line_head:  # the first turn corrected: the prompt is the system message
-                        out += (
-                            line_head[:-1],
-                            chosen_[2:],
-                            view[chosen + skip : cut],
-                            rejected_,
-                            view[cut + 1 : rejected],
-                            end_,
-                        )
-                        counts.add(scenario_id, row[6], 1, row[4])
-                        continue
-                    # The first turn corrected with no system message: no prompt at all,
+                # The body: the turns as messages, each opened by its boundary; the corrected
+                # turn's text is followed by the original marker and its original, up to the
+                # next turn. A second original marker means a text holds one itself.
+                start, end = starts[index], starts[index + 1] - 1
+                cut = find(original, start, end)
+                if index not in suspects and find(original, cut + 1, end) < 0:
+                    chosen = rfind(assistant, start, cut)
+                    line_head = heads.get(row[1])
+                    # The first turn corrected with no system message has no prompt at all,
                     # which the per-turn rules decide on.
-            lines = writer.lines(scenario_id, _pair_turns(row, reread))
-            out += [line.encode() for line in lines]
+                    if chosen > start or line_head:
+                        rejected = find(user, cut, end)
+                        if rejected < 0:
+                            rejected = end
+                        if chosen > start:
+                            out += (line_head or head, view[start + 3 : chosen], chosen_)
+                        else:  # the first turn corrected: the prompt is the system message
+                            out += (line_head[:-1], chosen_[2:])
+                        out += (view[chosen + skip : cut], rejected_, view[cut + 1 : rejected])
+                        out.append(end_)
+                        model = row[6]
+                        per_scenario_model[row[1], model] += 1
+                        assistant_turns[model] += row[4]
+                        counts.messages += 1
+                        continue
+            slow.append((len(out), row))
+            out.append(b"")
+        if slow:
+            reread = _reread_marked([row for _, row in slow], pairs=True)
+            for at, row in slow:
+                lines = writer.lines(row[1], _pair_turns(row, reread))
+                out[at] = "".join(lines).encode()
         counts.fold(writer, self.system_pii)
         return out
 
