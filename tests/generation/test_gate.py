@@ -149,7 +149,7 @@ def test_a_release_wakes_a_waiter_at_once(run_id, same_process):
     holding.release(holder)
     waiter.join(5)
     assert got and got[0][0]
-    assert got[0][1] - released_at < 0.1
+    assert got[0][1] - released_at < 1.0  # well before the 5 s poll, even on a loaded machine
     waiting.release(got[0][0])
     assert holding.holders() == []
 
@@ -202,7 +202,7 @@ def test_a_slot_passes_between_threads_of_a_process_only_for_a_while(run_id):
     slots.release(first)
     local.join(5)
     assert got == {"waiting locally": first}  # handed over without a round trip
-    assert time.monotonic() - released_at < 0.1
+    assert time.monotonic() - released_at < 1.0  # not the 5 s poll
     time.sleep(max(0.0, taken_at + 0.6 - time.monotonic()))
     slots.release(first)  # past reuse_seconds: back to the run's queue in Redis
     queued.join(5)
