@@ -745,20 +745,23 @@ def _split_chat(row: tuple) -> list[_Row] | None:
     ]
 
 
-def _chat_turns(row: tuple, reread: dict[int, bytes]) -> list[_Row]:
-    """A dialogue row's turns for `_DialogueWriter.lines`: from the JSON PostgreSQL sent (not
+def _row_turns(row: tuple, reread: dict[int, bytes], *, pairs: bool) -> list[_Row]:
+    """A dialogue row's turns for `_DialogueWriter.lines` (with originals for `pairs`; a turn
+    that was not corrected has its own text as original): from the JSON PostgreSQL sent (not
     plain) or `_reread_marked` read, else split at the markers."""
     dialogue_id, scenario_id = row[0], row[1]
     turns_json = row[8] or reread.get(dialogue_id)
     if turns_json is None:
-        turns = _split_chat(row)
+        turns = (_split_pair if pairs else _split_chat)(row)
         if turns is not None:
             return turns
-        turns_json = _exact_turns([dialogue_id], with_original=False)[dialogue_id]
-    return [
-        (dialogue_id, scenario_id, side, text, "", turn_model)
-        for side, text, turn_model in json.loads(turns_json)
-    ]
+        turns_json = _exact_turns([dialogue_id], with_original=pairs)[dialogue_id]
+    rows: list[_Row] = []
+    for side, text, *original, turn_model in json.loads(turns_json):
+        rows.append(
+            (dialogue_id, scenario_id, side, text, original[0] if pairs else "", turn_model)
+        )
+    return rows
 
 
 def _reread_marked(rows: list[tuple], *, pairs: bool) -> dict[int, bytes]:
@@ -767,6 +770,19 @@ def _reread_marked(rows: list[tuple], *, pairs: bool) -> dict[int, bytes]:
     split = _split_pair if pairs else _split_chat
     ids = [row[0] for row in rows if row[2] and row[8] is None and split(row) is None]
     return _exact_turns(ids, with_original=pairs) if ids else {}
+
+
+def _fill_per_turn(
+    writer: _DialogueWriter, out: list, slow: list[tuple[int, tuple]], *, pairs: bool
+) -> None:
+    """Put the lines of the rows that take the per-turn rules at the places kept for them in
+    `out`; rows whose texts hold a marker byte are read again first, all in one query."""
+    if not slow:
+        return
+    reread = _reread_marked([row for _, row in slow], pairs=pairs)
+    for at, row in slow:
+        lines = writer.lines(row[1], _row_turns(row, reread, pairs=pairs))
+        out[at] = "".join(lines).encode()
 
 
 def _pii_suspects(shape: bytes) -> list[int]:
@@ -922,12 +938,9 @@ class _PlainDialogues:
         writer = self.writer
         plain_rows = [row for row in rows if row[2] and row[4]]
         raw, starts, suspects = _escape_block(plain_rows, _ESCAPE_TABLE, self.boundaries)
-        # Plain rows the block's marker count did not vouch for: all when it failed, else
-        # those left out of it (no assistant turn).
-        unchecked = rows if not starts else [row for row in rows if row[2] and not row[4]]
-        reread = _reread_marked(unchecked, pairs=False) if unchecked else {}
         view = memoryview(raw)
         out: list[bytes | memoryview] = []
+        slow: list[tuple[int, tuple]] = []  # (place in out, row) for the per-turn rules
         counts = _BlockCounts()
         heads, head, cut, system_pii = self.heads, self.head, self.cut, self.system_pii
         index = -1
@@ -947,8 +960,9 @@ class _PlainDialogues:
                     messages = turns + (1 if scenario_id in system_pii else 0)
                     counts.add(scenario_id, model, messages, assistant_turns)
                     continue
-            lines = writer.lines(scenario_id, _chat_turns(row, reread))
-            out += [line.encode() for line in lines]
+            slow.append((len(out), row))
+            out.append(b"")
+        _fill_per_turn(writer, out, slow, pairs=False)
         counts.fold(writer, system_pii)
         return out
 
@@ -981,21 +995,6 @@ def _split_pair(row: tuple) -> list[_Row] | None:
         else:
             turns.append((dialogue_id, scenario_id, _MARK_SIDES[mark], text, text, model))
     return turns
-
-
-def _pair_turns(row: tuple, reread: dict[int, bytes]) -> list[_Row]:
-    """A DPO dialogue row's turns with originals, as `_chat_turns` gets them."""
-    dialogue_id, scenario_id = row[0], row[1]
-    turns_json = row[8] or reread.get(dialogue_id)
-    if turns_json is None:
-        turns = _split_pair(row)
-        if turns is not None:
-            return turns
-        turns_json = _exact_turns([dialogue_id], with_original=True)[dialogue_id]
-    return [
-        (dialogue_id, scenario_id, side, text, original, turn_model)
-        for side, text, original, turn_model in json.loads(turns_json)
-    ]
 
 
 class _PlainPairs:
@@ -1035,11 +1034,8 @@ class _PlainPairs:
         raw, starts, suspects = _escape_block(plain_rows, _PAIR_ESCAPE_TABLE, self.boundaries)
         view = memoryview(raw)
         out: list[bytes | memoryview] = []
-        # Rows for the per-turn rules, done after the loop: those whose texts may hold a marker
-        # byte are read again first, all in one query.
-        slow: list[tuple[int, tuple]] = []
+        slow: list[tuple[int, tuple]] = []  # (place in out, row) for the per-turn rules
         counts = _BlockCounts()
-        per_scenario_model, assistant_turns = counts.dialogues, counts.assistant_turns
         find, rfind = raw.find, raw.rfind
         assistant, user, original = self.assistant, self.user, self.original
         skip, heads, head = len(assistant), self.heads, b'{"prompt":['
@@ -1068,18 +1064,11 @@ class _PlainPairs:
                             out += (line_head[:-1], chosen_[2:])
                         out += (view[chosen + skip : cut], rejected_, view[cut + 1 : rejected])
                         out.append(end_)
-                        model = row[6]
-                        per_scenario_model[row[1], model] += 1
-                        assistant_turns[model] += row[4]
-                        counts.messages += 1
+                        counts.add(row[1], row[6], 1, row[4])
                         continue
             slow.append((len(out), row))
             out.append(b"")
-        if slow:
-            reread = _reread_marked([row for _, row in slow], pairs=True)
-            for at, row in slow:
-                lines = writer.lines(row[1], _pair_turns(row, reread))
-                out[at] = "".join(lines).encode()
+        _fill_per_turn(writer, out, slow, pairs=True)
         counts.fold(writer, self.system_pii)
         return out
 
