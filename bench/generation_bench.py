@@ -1,4 +1,4 @@
-"""Generation throughput benchmark: one threads-pool worker against the fake OpenAI server.
+"""Generation throughput benchmark: one worker process against the fake OpenAI server.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench \\
     CELERY_BROKER_URL=redis://127.0.0.1:6379/3 SECRET_KEY=bench \\
@@ -7,13 +7,16 @@
 
 For each in-flight limit: a run of N dialogues x T turns with max_in_flight = the limit (the
 most LLM requests in flight), which keeps limit + ceil(limit x headroom) dialogues open (the
-window; SYNTHREVIEW_DIALOGUE_HEADROOM or --headroom), and workers started with `--pool threads
---concurrency <window / workers>` (or --threads). Reports dialogues/min, turns/s,
+window; SYNTHREVIEW_DIALOGUE_HEADROOM or --headroom), and workers started with `--pool gevent
+--concurrency <2 x window / workers>` (or `--pool threads --concurrency <window / workers>`;
+--concurrency overrides). Reports dialogues/min, turns/s,
 efficiency = turns/s / (in_flight / latency), per-turn overhead (time between a dialogue's
 consecutive turns minus the LLM call's own latency: database writes, lease renewal, task
 hand-off), the hand-off of a window slot to the next dialogue, the worker's CPU and peak RSS,
-and the most concurrent requests the fake server saw (the script fails if that exceeds the
-limit). Not a test: figures go to docs/benchmarks.md.
+the most concurrent requests the fake server saw (the script fails if that exceeds the
+limit), and a CPU speed reference (`cpu_reference_ms`: a fixed pure-Python workload timed on
+an idle core just before the run), since the machine's speed varies from run to run. Not a
+test: figures go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -48,10 +51,17 @@ def main() -> None:
         "default: SYNTHREVIEW_DIALOGUE_HEADROOM.",
     )
     parser.add_argument(
-        "--threads",
+        "--concurrency",
         type=int,
         default=0,
-        help="Threads per worker process (default: the window split evenly over the workers).",
+        help="Pool size per worker process (default: the window split evenly over the "
+        "workers; twice that for gevent, whose greenlets cost nothing idle).",
+    )
+    parser.add_argument(
+        "--pool",
+        choices=["gevent", "threads"],
+        default="gevent",
+        help="Celery pool of each worker process.",
     )
     parser.add_argument(
         "--worker-arg", action="append", default=[], help="Extra `celery worker` argument."
@@ -60,7 +70,7 @@ def main() -> None:
         "--workers",
         type=int,
         default=1,
-        help="Worker processes sharing the in-flight limit (threads split evenly).",
+        help="Worker processes sharing the in-flight limit (the pool size split evenly).",
     )
     parser.add_argument("--port", type=int, default=0, help="Fake server port (0: a free one).")
     args = parser.parse_args()
@@ -127,12 +137,15 @@ def measure(limit: int, args, fake_url: str) -> dict[str, float]:
                       "system_prompt": "You are a benchmark persona.", "model": "fake-model"},
         )  # fmt: skip
     window = services.run_window(max_in_flight=limit)
-    threads = args.threads or -(-window // args.workers)
+    concurrency = args.concurrency or -(
+        -window * (2 if args.pool == "gevent" else 1) // args.workers
+    )
+    cpu_reference = cpu_reference_ms()
     workers = [
         CeleryWorker(
             queue=queue,
-            pool="threads",
-            concurrency=threads,
+            pool=args.pool,
+            concurrency=concurrency,
             extra_args=args.worker_arg,
             env={
                 "OPENAI_BASE_URL": fake_url,
@@ -212,7 +225,9 @@ def measure(limit: int, args, fake_url: str) -> dict[str, float]:
         "window": window,
         "headroom": settings.SYNTHREVIEW_DIALOGUE_HEADROOM,
         "gated": services.requests_gated(),
-        "threads": threads,
+        "concurrency": concurrency,
+        "pool": args.pool,
+        "cpu_reference_ms": cpu_reference,
         "workers": args.workers,
         "status": run.status,
         "dialogues": run.done_count,
@@ -233,6 +248,18 @@ def measure(limit: int, args, fake_url: str) -> dict[str, float]:
     }
 
 
+def cpu_reference_ms() -> float:
+    """Best of 5 timings of a fixed pure-Python loop (ms): how fast this machine is right now."""
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        total = 0
+        for i in range(2_000_000):
+            total += i & 7
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
+
+
 def fake_stats(fake_url: str, *, reset: bool = False) -> dict:
     """The fake server's request counters; reset=True starts a new peak-in-flight window."""
     url = fake_url.removesuffix("/v1") + "/_fake/stats"
@@ -242,7 +269,7 @@ def fake_stats(fake_url: str, *, reset: bool = False) -> dict:
 
 
 def cpu_seconds_of(pid: int) -> float:
-    """User + system CPU time of a process (the threads pool runs in one process)."""
+    """User + system CPU time of a process (every pool but prefork runs in one process)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -269,7 +296,7 @@ def report(r: dict) -> None:
     print(
         f"in flight {r['in_flight']:>4}, window {r['window']} (headroom {r['headroom']:g}, "
         f"request gate {'on' if r['gated'] else 'off'}), {r['workers']} worker process(es) x "
-        f"{r['threads']} threads: {r['dialogues']} dialogues ({r['failed']} failed, {r['status']}), "
+        f"{r['concurrency']} ({r['pool']}): {r['dialogues']} dialogues ({r['failed']} failed, {r['status']}), "
         f"{r['turns']} turns in {r['seconds']:.1f}s -> {r['dialogues_per_min']:.0f} dialogues/min, "
         f"{r['turns_per_s']:.1f} turns/s, efficiency {r['efficiency']:.1%} "
         f"(steady state {r['steady_efficiency']:.1%} over {r['steady_seconds']:.0f}s); per-turn overhead "
@@ -279,7 +306,7 @@ def report(r: dict) -> None:
         f"hand-off median {r['handoff_queue_ms']:.0f} ms to the task + {r['handoff_setup_ms']:.0f} ms to "
         f"its first call; server saw at most {r['server_peak_in_flight']} concurrent requests "
         f"(limit {r['in_flight']}: {'OK' if r['server_peak_in_flight'] <= r['in_flight'] else 'EXCEEDED'}); "
-        f"load average {r['load_average']}",
+        f"load average {r['load_average']}; CPU reference {r['cpu_reference_ms']:.0f} ms",
         flush=True,
     )
     if r["server_peak_in_flight"] > r["in_flight"]:

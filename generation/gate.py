@@ -163,19 +163,29 @@ class RequestGate:
         Returns the slot to release, or None if `keep_waiting()` said stop.
         """
         asked_at = time.monotonic()
+        with self._lock:
+            # First come, first served among this process's threads: a newcomer neither takes
+            # a slot set aside for the threads already waiting here nor queues in Redis ahead
+            # of them. (Letting it barge in starved some waiters for seconds under gevent,
+            # where the thread releasing a slot runs on to its next acquire before the waiter
+            # it woke gets to run.)
+            first = not self._local_waiters
+            if first and self._idle:
+                return self._idle.pop()
+            queue = first and self._queued < self.max_queued
+            if queue:
+                self._queued += 1
         while True:
-            with self._lock:
-                if self._idle:
-                    return self._idle.pop()
-                queue = self._queued < self.max_queued
-                if queue:
-                    self._queued += 1
-                else:
+            if not queue:
+                with self._lock:
                     self._local_waiters += 1
                     self._lock.wait(self.poll_seconds)
                     self._local_waiters -= 1
                     if self._idle:
                         return self._idle.pop()
+                    queue = self._queued < self.max_queued
+                    if queue:
+                        self._queued += 1
             if queue:
                 try:
                     return self._take(keep_waiting)

@@ -434,9 +434,10 @@ def dialogue_handed_over() -> bool:
 
 
 # Each in its model's field order: `from_db`, given a subset of the fields, expects that order.
-_DIALOGUE_FIELDS = ("id", "run_id", "scenario_id", "index", "topic", "resume_from")
+_DIALOGUE_FIELDS = ("id", "run_id", "scenario_id", "index", "topic", "handed_over", "resume_from")
 _RUN_FIELDS = (
-    "id", "provider", "model_override", "temperature_override", "max_in_flight", "seed",
+    "id", "requested_count", "provider", "model_override", "temperature_override",
+    "max_in_flight", "seed",
 )  # fmt: skip
 _SCENARIO_FIELDS = (
     "id", "slug", "name", "opening_instruction", "min_turns", "max_turns", "end_marker",
@@ -591,6 +592,16 @@ def _generate_turns(*, dialogue_id: int, owner: str) -> None:
                 "end_marker": scenario.end_marker,
             },
         )
+        # The last turn the cap allows: hand the window slot over now, so the successor is
+        # received, leased and queued for a request slot while this call runs, instead of
+        # starting only after it (dialogues of one length would otherwise leave a burst of
+        # slots idle each time they finish together).
+        if (
+            position == scenario.max_turns - 1
+            and _may_hand_over(dialogue)
+            and not _dialogue_hand_over(dialogue=dialogue, owner=owner)
+        ):
+            break
         _release_connection()
         attempts = 0
         try:
@@ -614,17 +625,32 @@ def _generate_turns(*, dialogue_id: int, owner: str) -> None:
             max_turns=scenario.max_turns,
         )
         cost = _cost(result.model, result.prompt_tokens, result.completion_tokens)
-        if not verdict.stop_reason and connection.vendor == "postgresql":
+        if connection.vendor == "postgresql":
+            turn_values = _turn_values(
+                position=position,
+                speaker=speaker,
+                result=result,
+                retries=outcome.retries,
+                verdict=verdict,
+            )
+            if verdict.stop_reason:
+                # The last turn, the dialogue's end and the hand-over of its window slot in
+                # one statement (see _dialogue_finish).
+                if _dialogue_finish(
+                    dialogue=dialogue,
+                    owner=owner,
+                    fields={"status": Dialogue.Status.COMPLETE, "stop_reason": verdict.stop_reason},
+                    turn=turn_values,
+                    usage=(result.prompt_tokens, result.completion_tokens, cost),
+                ):
+                    return
+                break
             # The common case (the dialogue goes on) in one statement and one round trip.
             if not _turn_save_continuing(
                 dialogue_id=dialogue_id,
                 owner=owner,
-                position=position,
-                speaker=speaker,
-                result=result,
-                cost=cost,
-                retries=outcome.retries,
-                verdict=verdict,
+                turn=turn_values,
+                usage=(result.prompt_tokens, result.completion_tokens, cost),
             ):
                 break
             turns.append(rules.PastTurn(speaker.position, verdict.text))
@@ -667,36 +693,54 @@ def _generate_turns(*, dialogue_id: int, owner: str) -> None:
     _usage_rollup(dialogue_id=dialogue_id)
 
 
-_TURN_SAVE_SQL = """
-WITH held AS (
-    UPDATE {dialogue}
-    SET lease_expires_at = %s,
-        pending_prompt_tokens = pending_prompt_tokens + %s,
-        pending_completion_tokens = pending_completion_tokens + %s,
-        pending_cost_usd = pending_cost_usd + %s
-    WHERE id = %s AND lease_owner = %s AND status = %s
-    RETURNING id
-)
+# The INSERT of a generated turn from the row a data-modifying CTE `held` returned: nothing is
+# inserted unless that UPDATE found the lease still ours.
+_TURN_INSERT_FROM_HELD = """
 INSERT INTO {turn} (
     dialogue_id, position, persona_id, side, original_text, text, version, model,
     prompt_tokens, completion_tokens, latency_ms, finish_reason, retries, warnings,
     created_at, updated_at, discarded_at
 )
-SELECT id, %s, %s, %s, %s, %s, 1, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, NULL FROM held
-RETURNING id
+SELECT id, %(position)s, %(persona_id)s, %(side)s, %(text)s, %(text)s, 1, %(model)s,
+    %(prompt_tokens)s, %(completion_tokens)s, %(latency_ms)s, %(finish_reason)s, %(retries)s,
+    %(warnings)s::jsonb, %(now)s, %(now)s, NULL
+FROM held
+"""
+
+_TURN_SAVE_SQL = """
+WITH held AS (
+    UPDATE {dialogue}
+    SET lease_expires_at = %(lease_expires_at)s,
+        pending_prompt_tokens = pending_prompt_tokens + %(usage_prompt)s,
+        pending_completion_tokens = pending_completion_tokens + %(usage_completion)s,
+        pending_cost_usd = pending_cost_usd + %(usage_cost)s
+    WHERE id = %(dialogue_id)s AND lease_owner = %(owner)s AND status = %(generating)s
+    RETURNING id
+)
 """
 
 
+def _turn_values(
+    *, position: int, speaker: Persona, result: ChatResult, retries: int, verdict: rules.Verdict
+) -> dict:
+    """A generated turn's columns, as the parameters of `_TURN_INSERT_FROM_HELD`."""
+    return {
+        "position": position,
+        "persona_id": speaker.pk,
+        "side": speaker.side,
+        "text": verdict.text,
+        "model": result.model[:200],
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "latency_ms": result.latency_ms,
+        "finish_reason": result.finish_reason[:50],
+        "retries": min(retries, 32767),
+        "warnings": json.dumps(list(verdict.warnings)),
+    }
+
+
 def _turn_save_continuing(
-    *,
-    dialogue_id: int,
-    owner: str,
-    position: int,
-    speaker: Persona,
-    result: ChatResult,
-    cost: Decimal,
-    retries: int,
-    verdict: rules.Verdict,
+    *, dialogue_id: int, owner: str, turn: dict, usage: tuple[int, int, Decimal]
 ) -> bool:
     """Save a turn that does not end the dialogue; False if the lease was lost meanwhile.
 
@@ -704,38 +748,25 @@ def _turn_save_continuing(
     dialogue that checks and renews the lease and adds the usage, then the INSERT of the turn),
     as one PostgreSQL statement in autocommit: the INSERT reads the UPDATE's RETURNING, so no
     turn is written unless the lease is still ours, and the statement is atomic on its own.
-    One round trip instead of four (BEGIN, UPDATE, INSERT, COMMIT) matters in a worker whose
-    hundred threads queue for one GIL after every round trip; the ORM's query compilation
-    is skipped too.
+    One round trip instead of four (BEGIN, UPDATE, INSERT, COMMIT), and no ORM query
+    compilation, on the path every turn takes.
     """
     now = timezone.now()
-    sql = _TURN_SAVE_SQL.format(
+    sql = (_TURN_SAVE_SQL + _TURN_INSERT_FROM_HELD + "RETURNING id").format(
         dialogue=connection.ops.quote_name(Dialogue._meta.db_table),
         turn=connection.ops.quote_name(Turn._meta.db_table),
     )
-    params = [
-        now + timedelta(seconds=settings.SYNTHREVIEW_LEASE_SECONDS),
-        result.prompt_tokens,
-        result.completion_tokens,
-        cost,
-        dialogue_id,
-        owner,
-        Dialogue.Status.GENERATING.value,
-        position,
-        speaker.pk,
-        speaker.side,
-        verdict.text,
-        verdict.text,
-        result.model[:200],
-        result.prompt_tokens,
-        result.completion_tokens,
-        result.latency_ms,
-        result.finish_reason[:50],
-        min(retries, 32767),
-        json.dumps(list(verdict.warnings)),
-        now,
-        now,
-    ]
+    params = {
+        **turn,
+        "now": now,
+        "lease_expires_at": now + timedelta(seconds=settings.SYNTHREVIEW_LEASE_SECONDS),
+        "usage_prompt": usage[0],
+        "usage_completion": usage[1],
+        "usage_cost": usage[2],
+        "dialogue_id": dialogue_id,
+        "owner": owner,
+        "generating": Dialogue.Status.GENERATING.value,
+    }
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone() is not None
@@ -861,31 +892,257 @@ def _dialogue_fail(*, dialogue: Dialogue, owner: str, reason: str) -> None:
     )
 
 
-def _dialogue_finish(*, dialogue: Dialogue, owner: str, fields: dict) -> None:
+def _dialogue_finish(
+    *,
+    dialogue: Dialogue,
+    owner: str,
+    fields: dict,
+    turn: dict | None = None,
+    usage: tuple[int, int, Decimal] = (0, 0, Decimal("0")),
+) -> bool:
     """Close the dialogue and hand its window slot to the next one, in one commit.
 
     Handing the slot over in the same transaction keeps "dispatched + generating" constant at
     every commit, so a concurrent counting dispatch (launch, sweep) never sees a gap to fill,
     and the hand-over needs neither a count nor the run's row lock. Counters and usage follow
-    right after the commit (`_usage_rollup`).
+    right after the commit (`_usage_rollup`). On PostgreSQL the dialogue's last turn (`turn`,
+    `_turn_values`, with its `usage`) is saved by the same statement. False if the lease was
+    no longer ours: nothing was written.
     """
+    hand_over = _may_hand_over(dialogue)
+    if connection.vendor == "postgresql":
+        won, successors = _dialogue_finish_statement(
+            dialogue_id=dialogue.pk,
+            owner=owner,
+            fields=fields,
+            turn=turn,
+            usage=usage,
+            claim=_successors_to_claim(dialogue) if hand_over else 0,
+        )
+        if not won:
+            return False
+        # The same callbacks, in the same order, as the ORM path registers (after the commit).
+        transaction.on_commit(lambda: _forget_lease(dialogue.pk))
+        if successors:
+            transaction.on_commit(lambda: _enqueue(successors))
+            transaction.on_commit(lambda: setattr(_handoff, "done", True))
+        transaction.on_commit(lambda: _usage_rollup(dialogue_id=dialogue.pk))
+        return True
+    if turn is not None:
+        raise ValueError("a last turn is saved with the finish on PostgreSQL only")
     with transaction.atomic():
         won = Dialogue.objects.filter(
             pk=dialogue.pk, lease_owner=owner, status=Dialogue.Status.GENERATING
-        ).update(finished_at=timezone.now(), lease_owner="", lease_expires_at=None, **fields)
+        ).update(
+            finished_at=timezone.now(),
+            lease_owner="",
+            lease_expires_at=None,
+            **({"handed_over": True} if hand_over else {}),
+            **fields,
+        )
         if not won:
-            return
+            return False
         # Released with the status change: no separate release query afterwards.
         transaction.on_commit(lambda: _forget_lease(dialogue.pk))
-        # Regenerations run outside the window, so they hand nothing over; with no broker the
-        # outermost run_dispatch loop refills instead (no recursion).
-        if (
-            dialogue.resume_from is None
-            and not tasks_run_inline()
-            and _dispatch_handoff(run_id=dialogue.run_id) is not None
+        if hand_over and _dispatch_handoff(
+            run_id=dialogue.run_id, claim=_successors_to_claim(dialogue)
         ):
             transaction.on_commit(lambda: setattr(_handoff, "done", True))
         transaction.on_commit(lambda: _usage_rollup(dialogue_id=dialogue.pk))
+    return True
+
+
+_DIALOGUE_FINISH_SQL = """
+WITH held AS (
+    UPDATE {dialogue}
+    SET status = %(status)s,
+        stop_reason = coalesce(%(stop_reason)s, stop_reason),
+        failure_reason = coalesce(%(failure_reason)s, failure_reason),
+        finished_at = %(now)s, lease_owner = '', lease_expires_at = NULL,
+        handed_over = handed_over OR %(hand_over)s,
+        pending_prompt_tokens = pending_prompt_tokens + %(usage_prompt)s,
+        pending_completion_tokens = pending_completion_tokens + %(usage_completion)s,
+        pending_cost_usd = pending_cost_usd + %(usage_cost)s
+    WHERE id = %(dialogue_id)s AND lease_owner = %(owner)s AND status = %(generating)s
+    RETURNING id, run_id
+), saved AS (
+    {turn_insert}
+    AND %(with_turn)s
+    RETURNING 1
+), {successor}
+SELECT (SELECT count(*) FROM held), array(SELECT id FROM claimed)
+"""
+
+# CTEs claiming the run's first %(claim)s undispatched dialogues for `held`'s run if %(hand_over)s:
+# SKIP LOCKED passes over a row another finishing dialogue is claiming, and locking re-checks
+# the row is still undispatched.
+_SUCCESSOR_CLAIM = """
+successor AS (
+    SELECT d.id
+    FROM {dialogue} AS d JOIN {run} AS r ON r.id = d.run_id
+    WHERE %(hand_over)s AND d.run_id = (SELECT run_id FROM held)
+      AND r.status = ANY(%(active)s)
+      AND d.status = %(pending)s AND d.dispatched_at IS NULL
+    ORDER BY d.index
+    LIMIT %(claim)s
+    FOR UPDATE OF d SKIP LOCKED
+), claimed AS (
+    UPDATE {dialogue} AS d SET dispatched_at = %(now)s
+    FROM successor WHERE d.id = successor.id
+    RETURNING d.id
+)
+"""
+
+_HAND_OVER_SQL = """
+WITH held AS (
+    UPDATE {dialogue} SET handed_over = true
+    WHERE id = %(dialogue_id)s AND lease_owner = %(owner)s AND status = %(generating)s
+      AND NOT handed_over
+    RETURNING id, run_id
+), {successor}
+SELECT (SELECT count(*) FROM held), array(SELECT id FROM claimed)
+"""
+
+_FINISH_TURN_DEFAULTS = dict.fromkeys(
+    (
+        "position", "persona_id", "side", "text", "model", "prompt_tokens", "completion_tokens",
+        "latency_ms", "finish_reason", "retries", "warnings",
+    )
+)  # fmt: skip
+
+
+def _dialogue_finish_statement(
+    *,
+    dialogue_id: int,
+    owner: str,
+    fields: dict,
+    turn: dict | None,
+    usage: tuple[int, int, Decimal],
+    claim: int,
+) -> tuple[bool, list[int]]:
+    """`_dialogue_finish` as one PostgreSQL statement: (won, the successors claimed).
+
+    The conditional UPDATE checks the lease and closes the dialogue; the last turn is inserted
+    from its RETURNING (so only if it won); the successor is the run's first undispatched
+    dialogues (up to `claim`) nobody else is claiming (`SKIP LOCKED`; the lock re-checks they
+    are still undispatched) and are stamped dispatched. The same effect as the ORM path's BEGIN, UPDATE,
+    INSERT, SELECT ... FOR UPDATE, UPDATE, COMMIT, in one round trip, once per dialogue.
+    """
+    unknown = set(fields) - {"status", "stop_reason", "failure_reason"}
+    if unknown:
+        raise ValueError(f"cannot set {sorted(unknown)} when finishing a dialogue")
+    sql = _DIALOGUE_FINISH_SQL.format(
+        dialogue=connection.ops.quote_name(Dialogue._meta.db_table),
+        successor=_successor_claim_sql(),
+        turn_insert=_TURN_INSERT_FROM_HELD.format(
+            turn=connection.ops.quote_name(Turn._meta.db_table)
+        ).strip()
+        + "\nWHERE TRUE",
+    )
+    params = {
+        **_FINISH_TURN_DEFAULTS,
+        **(turn or {}),
+        "with_turn": turn is not None,
+        "status": str(fields["status"]),
+        "stop_reason": fields["stop_reason"][:200] if "stop_reason" in fields else None,
+        "failure_reason": fields.get("failure_reason"),
+        "now": timezone.now(),
+        "usage_prompt": usage[0],
+        "usage_completion": usage[1],
+        "usage_cost": usage[2],
+        "dialogue_id": dialogue_id,
+        "owner": owner,
+        "generating": Dialogue.Status.GENERATING.value,
+        **_successor_claim_params(claim),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        held, successors = cursor.fetchone()
+    return bool(held), list(successors)
+
+
+def _successor_claim_sql() -> str:
+    return _SUCCESSOR_CLAIM.format(
+        dialogue=connection.ops.quote_name(Dialogue._meta.db_table),
+        run=connection.ops.quote_name(GenerationRun._meta.db_table),
+    ).strip()
+
+
+def _successor_claim_params(claim: int) -> dict:
+    return {
+        "hand_over": claim > 0,
+        "claim": max(claim, 1),
+        "active": [str(status) for status in GenerationRun.ACTIVE_STATUSES],
+        "pending": Dialogue.Status.PENDING.value,
+    }
+
+
+def _successors_to_claim(dialogue: Dialogue) -> int:
+    """How many dialogues one handing over dispatches: one, or two in the run's last stretch.
+
+    The last dialogues to be dispatched would otherwise run their whole length after the
+    others have finished, with most request slots idle (at 64 slots, about 4 % of a run of
+    500 six-turn dialogues). From two windows before the end, each hand-over dispatches two,
+    so the run's last window opens early and its turns overlap the others'. That opens at
+    most one window more than usual; the request gate still caps the calls.
+    """
+    run = dialogue.run
+    window = run_window(max_in_flight=run.max_in_flight)
+    return 2 if dialogue.index >= run.requested_count - 2 * window else 1
+
+
+def _may_hand_over(dialogue: Dialogue) -> bool:
+    """Whether this dialogue still has a window slot to hand over.
+
+    Regenerations run outside the window; with no broker the outermost run_dispatch loop
+    refills instead (no recursion); and a dialogue hands over once.
+    """
+    return dialogue.resume_from is None and not dialogue.handed_over and not tasks_run_inline()
+
+
+def _dialogue_hand_over(*, dialogue: Dialogue, owner: str) -> bool:
+    """Hand the dialogue's window slot to the run's next dialogue before the dialogue ends.
+
+    Marks the dialogue handed over (checking the lease is still ours) and claims and enqueues
+    its successors (`_successors_to_claim`), in one commit. False if the lease was lost: stop.
+    """
+    if connection.vendor == "postgresql":
+        sql = _HAND_OVER_SQL.format(
+            dialogue=connection.ops.quote_name(Dialogue._meta.db_table),
+            successor=_successor_claim_sql(),
+        )
+        params = {
+            "dialogue_id": dialogue.pk,
+            "owner": owner,
+            "generating": Dialogue.Status.GENERATING.value,
+            "now": timezone.now(),
+            **_successor_claim_params(_successors_to_claim(dialogue)),
+        }
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            won, successors = cursor.fetchone()
+        if won and successors:
+            transaction.on_commit(lambda: _enqueue(list(successors)))
+    else:
+        with transaction.atomic():
+            won = Dialogue.objects.filter(
+                pk=dialogue.pk,
+                lease_owner=owner,
+                status=Dialogue.Status.GENERATING,
+                handed_over=False,
+            ).update(handed_over=True)
+            successors = (
+                _dispatch_handoff(run_id=dialogue.run_id, claim=_successors_to_claim(dialogue))
+                if won
+                else []
+            )
+    if not won:
+        return False
+    dialogue.handed_over = True
+    if successors:
+        # The successor is open until it ends, so the run cannot be closed by this task.
+        transaction.on_commit(lambda: setattr(_handoff, "done", True))
+    return True
 
 
 def _forget_lease(dialogue_id: int) -> None:
@@ -893,8 +1150,9 @@ def _forget_lease(dialogue_id: int) -> None:
         _held_leases.pop(dialogue_id, None)
 
 
-def _dispatch_handoff(*, run_id: int) -> int | None:
-    """Claim the run's next undispatched dialogue (if the run is active), enqueue on commit."""
+def _dispatch_handoff(*, run_id: int, claim: int = 1) -> list[int]:
+    """Claim the run's next `claim` undispatched dialogues (if the run is active); each is
+    enqueued on commit. Returns the ids claimed."""
     candidates = (
         Dialogue.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(
@@ -906,13 +1164,16 @@ def _dispatch_handoff(*, run_id: int) -> int | None:
         .order_by("index")
         .values_list("pk", flat=True)
     )
-    for pk in candidates[:5]:
+    claimed = []
+    for pk in candidates[: claim + 4]:
         if Dialogue.objects.filter(pk=pk, dispatched_at__isnull=True).update(
             dispatched_at=timezone.now()
         ):
             transaction.on_commit(lambda pk=pk: _enqueue([pk]))
-            return pk
-    return None
+            claimed.append(pk)
+            if len(claimed) == claim:
+                break
+    return claimed
 
 
 # --- Run lifecycle ------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ def sweep() -> int:
 @worker_ready.connect
 def _start_maintenance_in_worker(sender=None, **kwargs) -> None:
     worker.consumer_wake_often(sender)
+    worker.gevent_tune()
     # Prefork: the parent never touches the database (its connections would be inherited by
     # children forked later); each child starts its own thread in worker_process_init.
     pool = getattr(sender, "pool", None)

@@ -20,6 +20,9 @@ from .base import ChatRequest, ChatResult, LLMClient, PermanentLLMError, Transie
 
 log = logging.getLogger(__name__)
 
+# Shared by every thread: seeding a Random per call reads os.urandom, on the path of every turn.
+_jitter = random.Random()
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -85,7 +88,7 @@ def complete_with_retries(
     While it waits for one, `before_attempt` is asked again (every poll) whether to go on.
     """
     policy = policy or RetryPolicy.from_settings()
-    rng = rng or random.Random()
+    rng = rng or _jitter
     retry = 0
     while True:
         if not before_attempt():

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import threading
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -558,30 +560,231 @@ def test_concurrent_rollups_of_one_dialogue_count_it_once(scenario):
 
 
 @pytest.mark.postgres
-def test_a_turn_that_does_not_end_the_dialogue_costs_one_query(
-    scenario, django_assert_max_num_queries, django_capture_on_commit_callbacks
+def test_a_four_turn_dialogue_costs_nine_queries(
+    scenario, django_assert_num_queries, django_capture_on_commit_callbacks
 ):
     scenario.min_turns = scenario.max_turns = 4
     scenario.end_marker = ""
     scenario.save()
     run = RunFactory(scenario=scenario, requested_count=1)
     dialogue = DialogueFactory(run=run, scenario=scenario, status=Dialogue.Status.PENDING)
-    # Lease 1, run status 1, loading 1, three continuing turns 1 each; the last turn's
-    # transaction 7 (UPDATE, INSERT, finish, two savepoint pairs as the test runs inside a
-    # transaction); the lease release 1 (a worker forgets the lease at commit, which the test
-    # transaction delays); the roll-up 1.
+    # Lease 1, run status 1, loading 1, three continuing turns 1 each, the last turn with the
+    # finish and the hand-over 1; the lease release 1 (a worker forgets the lease at commit,
+    # which the test transaction delays); the roll-up 1.
     with (
-        django_assert_max_num_queries(1 + 1 + 1 + 3 + 7 + 1 + 1),
+        django_assert_num_queries(1 + 1 + 1 + 3 + 1 + 1 + 1),
         django_capture_on_commit_callbacks(execute=True),
     ):
         services.dialogue_generate(dialogue_id=dialogue.pk)
     dialogue.refresh_from_db()
     assert dialogue.status == Dialogue.Status.COMPLETE
+    assert dialogue.stop_reason == "turn limit reached"
+    assert (dialogue.lease_owner, dialogue.lease_expires_at) == ("", None)
+    assert dialogue.finished_at is not None
     assert [t.position for t in live_turns(dialogue)] == [0, 1, 2, 3]
     assert all(t.version == 1 and t.discarded_at is None for t in live_turns(dialogue))
     run.refresh_from_db()
     assert run.done_count == 1
     assert run.prompt_tokens == sum(t.prompt_tokens for t in live_turns(dialogue)) > 0
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("resumed", [False, True])
+def test_the_last_turn_the_cap_allows_hands_the_window_slot_over_before_its_call_once(
+    transactional_db, scenario, resumed, django_assert_num_queries
+):
+    # Autocommit, as in a worker: on_commit callbacks run as soon as each statement commits.
+    scenario.min_turns = scenario.max_turns = 4
+    scenario.end_marker = ""
+    scenario.save()
+    run = RunFactory(scenario=scenario, requested_count=2, status=GenerationRun.Status.RUNNING)
+    dialogue = DialogueFactory(
+        run=run, scenario=scenario, index=0, status=Dialogue.Status.PENDING,
+        dispatched_at=timezone.now(), handed_over=resumed,
+    )  # fmt: skip
+    successor = DialogueFactory(run=run, scenario=scenario, index=1, status=Dialogue.Status.PENDING)
+    saved_when_enqueued = []
+    with (
+        # Lease 1, loading 1, three continuing turns 1 each, the hand-over 1 (and the test's
+        # count of saved turns when it enqueues 1), the last turn with the finish and the
+        # lease's release 1, the roll-up 1.
+        django_assert_num_queries(1 + 1 + 3 + 2 * (not resumed) + 1 + 1),
+        mock.patch.object(services, "tasks_run_inline", return_value=False),
+        mock.patch.object(
+            services,
+            "_enqueue",
+            side_effect=lambda ids: saved_when_enqueued.append((ids, dialogue.turns.count())),
+        ),
+    ):
+        services.dialogue_generate(dialogue_id=dialogue.pk)
+    dialogue.refresh_from_db()
+    assert dialogue.status == Dialogue.Status.COMPLETE and dialogue.turns.count() == 4
+    assert dialogue.handed_over
+    if resumed:  # it handed over before a crash: never again
+        assert saved_when_enqueued == []
+        assert Dialogue.objects.get(pk=successor.pk).dispatched_at is None
+        return
+    # Enqueued once, while the last turn was still being generated.
+    assert saved_when_enqueued == [([successor.pk], 3)]
+    assert Dialogue.objects.get(pk=successor.pk).dispatched_at is not None
+    assert services.dialogue_handed_over()
+
+
+def _last_turn(dialogue, position):
+    from generation.llm.base import ChatResult
+    from generation.rules import Verdict
+
+    persona = dialogue.scenario.personas.get(position=position % 2)
+    result = ChatResult(
+        text="Goodbye.", model="m", prompt_tokens=5, completion_tokens=2, finish_reason="stop"
+    )
+    verdict = Verdict(text="Goodbye.", warnings=["loop"], stop_reason="loop detected")
+    return services._turn_values(
+        position=position, speaker=persona, result=result, retries=2, verdict=verdict
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("lease", ["ours", "lost"])
+def test_the_last_turn_finishes_and_hands_over_in_one_statement_only_while_the_lease_holds(
+    scenario, lease, django_assert_num_queries, django_capture_on_commit_callbacks
+):
+    # Far from the run's end, where a hand-over dispatches one dialogue.
+    run = RunFactory(
+        scenario=scenario, requested_count=100, max_in_flight=4,
+        status=GenerationRun.Status.RUNNING,
+    )  # fmt: skip
+    finishing = DialogueFactory(
+        run=run, scenario=scenario, index=0, status=Dialogue.Status.GENERATING,
+        lease_owner="me", lease_expires_at=timezone.now() + timedelta(minutes=1),
+    )  # fmt: skip
+    taken = DialogueFactory(
+        run=run, scenario=scenario, index=1, status=Dialogue.Status.PENDING,
+        dispatched_at=timezone.now(),
+    )  # fmt: skip
+    successor = DialogueFactory(run=run, scenario=scenario, index=2, status=Dialogue.Status.PENDING)
+    later = DialogueFactory(run=run, scenario=scenario, index=3, status=Dialogue.Status.PENDING)
+    if lease == "lost":
+        Dialogue.objects.filter(pk=finishing.pk).update(lease_owner="someone else")
+    last_turn = _last_turn(finishing, 0)
+    with (
+        # A broker: the finishing dialogue hands its window slot over.
+        mock.patch.object(services, "tasks_run_inline", return_value=False),
+        mock.patch.object(services, "_enqueue") as enqueue,
+        django_capture_on_commit_callbacks(execute=True),
+        django_assert_num_queries(1),  # the roll-up runs after the commit, outside
+    ):
+        won = services._dialogue_finish(
+            dialogue=finishing,
+            owner="me",
+            fields={"status": Dialogue.Status.COMPLETE, "stop_reason": "loop detected"},
+            turn=last_turn,
+            usage=(5, 2, Decimal("0.5")),
+        )
+    finishing.refresh_from_db()
+    successor.refresh_from_db()
+    if lease == "lost":
+        assert won is False
+        assert finishing.status == Dialogue.Status.GENERATING
+        assert not finishing.turns.exists()
+        assert successor.dispatched_at is None
+        enqueue.assert_not_called()
+        return
+    assert won is True
+    assert finishing.status == Dialogue.Status.COMPLETE
+    assert finishing.stop_reason == "loop detected" and finishing.failure_reason == ""
+    assert (finishing.lease_owner, finishing.lease_expires_at) == ("", None)
+    turn = finishing.turns.get()
+    assert (turn.position, turn.text, turn.original_text, turn.version) == (
+        0, "Goodbye.", "Goodbye.", 1,
+    )  # fmt: skip
+    assert (turn.prompt_tokens, turn.completion_tokens, turn.retries) == (5, 2, 2)
+    assert (turn.finish_reason, turn.warnings) == ("stop", ["loop"])
+    # The first undispatched dialogue by index, once; the one already dispatched is skipped.
+    assert successor.dispatched_at is not None
+    assert Dialogue.objects.get(pk=later.pk).dispatched_at is None
+    assert Dialogue.objects.get(pk=taken.pk).dispatched_at == taken.dispatched_at
+    enqueue.assert_called_once_with([successor.pk])
+    assert services.dialogue_handed_over()
+    run.refresh_from_db()
+    assert (run.done_count, run.prompt_tokens, run.cost_usd) == (1, 5, Decimal("0.5"))
+
+
+@pytest.mark.parametrize("vendor_path", ["statement", "orm"])
+def test_the_runs_last_stretch_hands_over_two_dialogues_at_a_time(
+    scenario, vendor_path, django_capture_on_commit_callbacks
+):
+    if vendor_path == "statement" and connection.vendor != "postgresql":
+        pytest.skip("the one-statement path is PostgreSQL's")
+    # The last stretch is the last two windows of the run (4 or 5 of 20 each here).
+    run = RunFactory(
+        scenario=scenario, requested_count=20, max_in_flight=4,
+        status=GenerationRun.Status.RUNNING,
+    )  # fmt: skip
+    window = services.run_window(max_in_flight=4)
+    dialogues = [
+        DialogueFactory(run=run, scenario=scenario, index=i, status=Dialogue.Status.PENDING)
+        for i in range(20)
+    ]
+    assert [services._successors_to_claim(d) for d in dialogues] == (
+        [1] * (20 - 2 * window) + [2] * (2 * window)
+    )
+    finishing = dialogues[15]
+    Dialogue.objects.filter(pk=finishing.pk).update(
+        status=Dialogue.Status.GENERATING, lease_owner="me", dispatched_at=timezone.now()
+    )
+    finishing.refresh_from_db()
+    path = (
+        mock.patch.object(connection, "vendor", "sqlite")
+        if vendor_path == "orm"
+        else contextlib.nullcontext()
+    )
+    with (
+        mock.patch.object(services, "tasks_run_inline", return_value=False),
+        mock.patch.object(services, "_enqueue") as enqueue,
+        django_capture_on_commit_callbacks(execute=True),
+        path,
+    ):
+        assert services._dialogue_hand_over(dialogue=finishing, owner="me")
+        # Handed over once: the end of the dialogue dispatches nothing more.
+        services._dialogue_complete(dialogue=finishing, owner="me", reason="turn limit reached")
+    enqueued = [pk for call in enqueue.call_args_list for pk in call.args[0]]
+    assert enqueued == [dialogues[0].pk, dialogues[1].pk]
+    assert set(
+        Dialogue.objects.filter(run=run, dispatched_at__isnull=False).values_list("pk", flat=True)
+    ) == {finishing.pk, dialogues[0].pk, dialogues[1].pk}
+
+
+@pytest.mark.postgres
+def test_a_failure_hands_its_slot_over_and_a_regeneration_does_not(
+    scenario, django_capture_on_commit_callbacks
+):
+    run = RunFactory(scenario=scenario, requested_count=3, status=GenerationRun.Status.RUNNING)
+    lease = {"lease_owner": "me", "lease_expires_at": timezone.now() + timedelta(minutes=1)}
+    failing = DialogueFactory(
+        run=run, scenario=scenario, index=0, status=Dialogue.Status.GENERATING, **lease
+    )
+    regenerating = DialogueFactory(
+        run=run, scenario=scenario, index=1, status=Dialogue.Status.GENERATING,
+        resume_from=1, **lease,
+    )  # fmt: skip
+    waiting = DialogueFactory(run=run, scenario=scenario, index=2, status=Dialogue.Status.PENDING)
+    with (
+        mock.patch.object(services, "tasks_run_inline", return_value=False),
+        mock.patch.object(services, "_enqueue") as enqueue,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        services._dialogue_complete(dialogue=regenerating, owner="me", reason="turn limit reached")
+        assert Dialogue.objects.get(pk=waiting.pk).dispatched_at is None
+        enqueue.assert_not_called()
+        services._dialogue_fail(dialogue=failing, owner="me", reason="HTTP 401: bad key")
+    failing.refresh_from_db()
+    assert (failing.status, failing.failure_reason, failing.stop_reason) == (
+        Dialogue.Status.FAILED, "HTTP 401: bad key", "",
+    )  # fmt: skip
+    enqueue.assert_called_once_with([waiting.pk])
+    run.refresh_from_db()
+    assert (run.done_count, run.failed_count) == (1, 1)
 
 
 def test_the_consumer_loop_is_woken_often_enough_to_see_a_freed_prefetch_slot():
@@ -602,3 +805,42 @@ def test_the_consumer_loop_is_woken_often_enough_to_see_a_freed_prefetch_slot():
     assert 0 < delay <= 0.05
     callback()
     assert not worker.consumer_wake_often(object())  # no event loop (e.g. a solo pool)
+
+
+def test_gevent_tune_gives_httpcores_idle_socket_probe_the_os_poll():
+    from generation import worker
+
+    assert worker.gevent_tune() is False  # no gevent monkey-patching in this process
+    script = """
+from gevent import monkey
+monkey.patch_all()
+import socket
+import django
+django.setup()
+import httpcore2._utils as utils
+from generation import worker
+assert worker.gevent_tune()
+assert utils.select.poll is monkey.get_original("select", "poll")
+a, b = socket.socketpair()
+assert not utils.is_socket_readable(a)
+b.sendall(b"x")
+assert utils.is_socket_readable(a)  # data waiting
+a.recv(1)
+b.close()
+assert utils.is_socket_readable(a)  # the peer closed: the next read returns b""
+print("ok")
+"""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "synthreview.settings",
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or "test",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.strip() == "ok", result.stderr[-3000:]
