@@ -758,18 +758,27 @@ def _turn_save_continuing(
     )
     params = {
         **turn,
+        **_held_params(dialogue_id=dialogue_id, owner=owner, usage=usage),
         "now": now,
         "lease_expires_at": now + timedelta(seconds=settings.SYNTHREVIEW_LEASE_SECONDS),
-        "usage_prompt": usage[0],
-        "usage_completion": usage[1],
-        "usage_cost": usage[2],
-        "dialogue_id": dialogue_id,
-        "owner": owner,
-        "generating": Dialogue.Status.GENERATING.value,
     }
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone() is not None
+
+
+def _held_params(
+    *, dialogue_id: int, owner: str, usage: tuple[int, int, Decimal] = (0, 0, Decimal("0"))
+) -> dict:
+    """Parameters of a `held` CTE: the dialogue while `owner` holds its lease, the usage to add."""
+    return {
+        "dialogue_id": dialogue_id,
+        "owner": owner,
+        "generating": Dialogue.Status.GENERATING.value,
+        "usage_prompt": usage[0],
+        "usage_completion": usage[1],
+        "usage_cost": usage[2],
+    }
 
 
 def _usage_rollup(*, dialogue_id: int) -> None:
@@ -1047,12 +1056,7 @@ def _dialogue_finish_statement(
         "stop_reason": fields["stop_reason"][:200] if "stop_reason" in fields else None,
         "failure_reason": fields.get("failure_reason"),
         "now": timezone.now(),
-        "usage_prompt": usage[0],
-        "usage_completion": usage[1],
-        "usage_cost": usage[2],
-        "dialogue_id": dialogue_id,
-        "owner": owner,
-        "generating": Dialogue.Status.GENERATING.value,
+        **_held_params(dialogue_id=dialogue_id, owner=owner, usage=usage),
         **_successor_claim_params(claim),
     }
     with connection.cursor() as cursor:
@@ -1112,9 +1116,7 @@ def _dialogue_hand_over(*, dialogue: Dialogue, owner: str) -> bool:
             successor=_successor_claim_sql(),
         )
         params = {
-            "dialogue_id": dialogue.pk,
-            "owner": owner,
-            "generating": Dialogue.Status.GENERATING.value,
+            **_held_params(dialogue_id=dialogue.pk, owner=owner),
             "now": timezone.now(),
             **_successor_claim_params(_successors_to_claim(dialogue)),
         }
