@@ -976,7 +976,7 @@ WITH held AS (
     RETURNING id, run_id
 ), saved AS (
     {turn_insert}
-    AND %(with_turn)s
+    WHERE %(with_turn)s
     RETURNING 1
 ), {successor}
 SELECT (SELECT count(*) FROM held), array(SELECT id FROM claimed)
@@ -1032,10 +1032,10 @@ def _dialogue_finish_statement(
     """`_dialogue_finish` as one PostgreSQL statement: (won, the successors claimed).
 
     The conditional UPDATE checks the lease and closes the dialogue; the last turn is inserted
-    from its RETURNING (so only if it won); the successor is the run's first undispatched
-    dialogues (up to `claim`) nobody else is claiming (`SKIP LOCKED`; the lock re-checks they
-    are still undispatched) and are stamped dispatched. The same effect as the ORM path's BEGIN, UPDATE,
-    INSERT, SELECT ... FOR UPDATE, UPDATE, COMMIT, in one round trip, once per dialogue.
+    from its RETURNING (so only if it won); the successors, the run's first `claim`
+    undispatched dialogues nobody else is claiming (`SKIP LOCKED`; the lock re-checks they are
+    still undispatched), are stamped dispatched. The same effect as the ORM path's BEGIN,
+    UPDATE, INSERT, SELECT ... FOR UPDATE, UPDATE, COMMIT, in one round trip, once per dialogue.
     """
     unknown = set(fields) - {"status", "stop_reason", "failure_reason"}
     if unknown:
@@ -1045,8 +1045,7 @@ def _dialogue_finish_statement(
         successor=_successor_claim_sql(),
         turn_insert=_TURN_INSERT_FROM_HELD.format(
             turn=connection.ops.quote_name(Turn._meta.db_table)
-        ).strip()
-        + "\nWHERE TRUE",
+        ).strip(),
     )
     params = {
         **_FINISH_TURN_DEFAULTS,
@@ -1142,7 +1141,7 @@ def _dialogue_hand_over(*, dialogue: Dialogue, owner: str) -> bool:
         return False
     dialogue.handed_over = True
     if successors:
-        # The successor is open until it ends, so the run cannot be closed by this task.
+        # The successors are open until they end, so this task cannot close the run.
         transaction.on_commit(lambda: setattr(_handoff, "done", True))
     return True
 

@@ -301,9 +301,9 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 1860, minimum=10)
 # Must exceed the hard time limit or Redis hands a long task to a second worker.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": CELERY_TASK_TIME_LIMIT + 600,
-    # Redis connections per worker process for acks and publishes. gevent's greenlets (and
-    # many threads) ack at the same moment; past kombu's default of 10 an ack fails with "Too
-    # many connections" and the message is delivered again later.
+    # Redis connections per process for acks and publishes. A gevent worker's greenlets ack
+    # at the same moment; past kombu's default of 10 an ack fails with "Too many connections"
+    # and the message is delivered again later.
     "max_connections": 1000,
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

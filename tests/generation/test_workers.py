@@ -58,7 +58,7 @@ def queue():
 
 @pytest.fixture(scope="module", params=["threads", "gevent"])
 def pool_worker(request, django_db_setup, fake_server, queue):
-    """One worker per pool the docs recommend, shared by the tests that do not kill it.
+    """A worker of each many-dialogue pool (threads, gevent), shared by the tests that do not kill it.
 
     gevent gets more greenlets than threads: idle ones cost nothing, and a consumer whose
     prefetch slots are all taken sleeps up to a second before it looks again.
