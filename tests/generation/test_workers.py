@@ -298,18 +298,19 @@ def test_sigkill_of_a_prefork_child_resumes_within_seconds(fake, queue):
         print(f"\nprefork child SIGKILL: dialogue resumed {resumed_after:.2f}s after the kill")
 
 
-def test_sigkill_of_a_whole_worker_resumes_on_another_within_two_minutes(fake, queue):
+@pytest.mark.parametrize("pool", ["threads", "gevent"])
+def test_sigkill_of_a_whole_worker_resumes_on_another_within_two_minutes(fake, queue, pool):
     """Worker A plays another machine, so its pid cannot be checked: only lease expiry and
     the sweep bring its dialogues back (default lease and sweep settings)."""
     fake.configure(latency=0.3)
-    kill_queue = queue + "-kill"
+    kill_queue = f"{queue}-kill-{pool}"
     from django.conf import settings
 
     settings.CELERY_TASK_DEFAULT_QUEUE = kill_queue
     env = worker_env(fake)
-    worker_a = CeleryWorker(queue=kill_queue, concurrency=8, name="a",
+    worker_a = CeleryWorker(queue=kill_queue, pool=pool, concurrency=8, name="a",
                             env={**env, "SYNTHREVIEW_WORKER_HOSTNAME": "machine-a"})  # fmt: skip
-    worker_b = CeleryWorker(queue=kill_queue, concurrency=8, name="b",
+    worker_b = CeleryWorker(queue=kill_queue, pool=pool, concurrency=8, name="b",
                             env={**env, "SYNTHREVIEW_WORKER_HOSTNAME": "machine-b"})  # fmt: skip
     try:
         worker_a.start()
@@ -342,7 +343,8 @@ def test_sigkill_of_a_whole_worker_resumes_on_another_within_two_minutes(fake, q
         )
         assert min(owners) >= 2
         print(
-            f"\nwhole worker SIGKILL: stranded dialogues resumed {resumed_after:.1f}s after the kill"
+            f"\nwhole {pool} worker SIGKILL: stranded dialogues resumed {resumed_after:.1f}s "
+            "after the kill"
         )
     finally:
         worker_a.stop()
