@@ -25,7 +25,10 @@ Within a process, each round trip costs a GIL hand-off among a hundred threads, 
 of one process pass slots among themselves: a released slot goes to a waiting thread of the
 same process (a condition variable, no round trip) for up to `REUSE_SECONDS` after it was taken
 from Redis, then back to the run's queue, where the processes take turns. At most
-`MAX_QUEUED_PER_PROCESS` threads of a process queue in Redis; the others wait locally.
+`MAX_QUEUED_PER_PROCESS` threads of a process queue in Redis; the others wait locally. A slot
+also goes back to Redis when one of the process's own threads has been queued there for more
+than `QUEUED_PATIENCE_SECONDS`: otherwise, while slots keep passing locally, those threads
+would wait until the reuse time ran out.
 
 Scripts read keys they are not passed (the waiters' lists), which a standalone Redis allows and
 Redis Cluster does not.
@@ -56,6 +59,9 @@ WAITER_TTL_POLLS = 5
 REUSE_SECONDS = 5.0
 # Threads of one process queued in Redis at once; the others wait for a slot released locally.
 MAX_QUEUED_PER_PROCESS = 4
+# A released slot goes back to Redis, not to a local waiter, once a thread of this process has
+# been queued there this long (about what a local waiter waits at full load).
+QUEUED_PATIENCE_SECONDS = 0.25
 # A holder's slot outlives the LLM timeout by this much before it is presumed dead.
 HOLD_MARGIN_SECONDS = 15.0
 
@@ -140,11 +146,13 @@ class RequestGate:
         poll_seconds: float = POLL_SECONDS,
         reuse_seconds: float = REUSE_SECONDS,
         max_queued: int = MAX_QUEUED_PER_PROCESS,
+        queued_patience: float = QUEUED_PATIENCE_SECONDS,
     ) -> None:
         self.limit = limit
         self.poll_seconds = poll_seconds
         self.reuse_seconds = reuse_seconds
         self.max_queued = max(1, max_queued)
+        self.queued_patience = queued_patience
         self._redis, self._acquire, self._release = _connection(url)
         base = f"{KEY_PREFIX}:{run_id}"
         self._keys = [f"{base}:holders", f"{base}:waiters", f"{base}:waiting"]
@@ -156,6 +164,7 @@ class RequestGate:
         self._idle: list[str] = []  # released slots promised to this process's waiters
         self._local_waiters = 0  # threads waiting for a slot another thread of ours releases
         self._queued = 0  # threads of ours queued in Redis
+        self._queued_since: dict[int, float] = {}  # id of a queued call -> when it queued
 
     def acquire(self, *, keep_waiting: Callable[[], bool] = lambda: True) -> str | None:
         """Take a slot, waiting as long as `keep_waiting()` (asked every poll) says so.
@@ -187,11 +196,15 @@ class RequestGate:
                     if queue:
                         self._queued += 1
             if queue:
+                ticket = object()
+                with self._lock:
+                    self._queued_since[id(ticket)] = time.monotonic()
                 try:
                     return self._take(keep_waiting)
                 finally:
                     with self._lock:
                         self._queued -= 1
+                        del self._queued_since[id(ticket)]
                         self._lock.notify()  # a local waiter may queue in Redis now
             if time.monotonic() - asked_at >= self.poll_seconds:
                 if not keep_waiting():
@@ -229,10 +242,12 @@ class RequestGate:
         """
         with self._lock:
             taken_at = self._taken_at.get(holder)
+            now = time.monotonic()
             if (
                 taken_at is not None
                 and self._local_waiters > len(self._idle)
-                and time.monotonic() - taken_at < self.reuse_seconds
+                and now - taken_at < self.reuse_seconds
+                and now - min(self._queued_since.values(), default=now) < self.queued_patience
             ):
                 self._idle.append(holder)
                 self._lock.notify()

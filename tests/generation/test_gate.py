@@ -184,7 +184,9 @@ def test_a_cancelled_dialogue_stops_waiting_and_leaves_the_queue(run_id, where):
 
 
 def test_a_slot_passes_between_threads_of_a_process_only_for_a_while(run_id):
-    slots = new_gate(run_id, 1, poll_seconds=5.0, reuse_seconds=0.5, max_queued=1)
+    slots = new_gate(
+        run_id, 1, poll_seconds=5.0, reuse_seconds=0.5, max_queued=1, queued_patience=60.0
+    )
     first = slots.acquire()
     taken_at = time.monotonic()
     got: dict[str, str | None] = {}
@@ -209,4 +211,41 @@ def test_a_slot_passes_between_threads_of_a_process_only_for_a_while(run_id):
     assert got["queued in redis"] not in (None, first)
     assert slots.holders() == [got["queued in redis"]]
     slots.release(got["queued in redis"])
+    assert slots.holders() == []
+
+
+def test_a_thread_queued_in_redis_is_served_once_it_has_waited_a_while(run_id):
+    # Slots could pass between local threads until reuse_seconds (a minute here) ran out; a
+    # thread of the same process queued in Redis still gets one after queued_patience.
+    slots = new_gate(
+        run_id, 1, poll_seconds=5.0, reuse_seconds=60.0, max_queued=1, queued_patience=0.5
+    )
+    first = slots.acquire()
+    got: dict[str, str | None] = {}
+
+    def wait(name: str) -> None:
+        got[name] = slots.acquire()
+
+    queued = threading.Thread(target=wait, args=("queued in redis",))
+    queued.start()
+    time.sleep(0.1)
+    local = threading.Thread(target=wait, args=("waiting locally",))
+    local.start()
+    time.sleep(0.1)
+    slots.release(first)  # queued for less than the patience: the local waiter gets it
+    local.join(5)
+    assert got == {"waiting locally": first}
+    again = threading.Thread(target=wait, args=("waiting locally again",))
+    again.start()
+    time.sleep(0.6)  # the thread in Redis has now waited past the patience
+    released_at = time.monotonic()
+    slots.release(first)
+    queued.join(5)
+    assert got["queued in redis"] not in (None, first)  # through Redis, not to `again`
+    assert time.monotonic() - released_at < 1.0
+    assert "waiting locally again" not in got
+    slots.release(got["queued in redis"])
+    again.join(5)
+    assert got["waiting locally again"]
+    slots.release(got["waiting locally again"])
     assert slots.holders() == []
