@@ -14,9 +14,9 @@ efficiency = turns/s / (in_flight / latency), per-turn overhead (time between a 
 consecutive turns minus the LLM call's own latency: database writes, lease renewal, task
 hand-off), the hand-off of a window slot to the next dialogue, the worker's CPU and peak RSS,
 the most concurrent requests the fake server saw (the script fails if that exceeds the
-limit), and a CPU speed reference (`cpu_reference_ms`: a fixed pure-Python workload timed on
-an idle core just before the run), since the machine's speed varies from run to run. Not a
-test: figures go to docs/benchmarks.md.
+limit), and a CPU speed reference (`cpu_reference_ms`: a fixed pure-Python workload timed
+just before the run), since the machine's speed varies from run to run. Not a test: figures
+go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
