@@ -327,6 +327,10 @@ class _DialogueWriter:
                 prompt, found = pii.scrub(prompt)
             literal = _quote(prompt) if options.include_system and prompt.strip() else ""
             self.system[scenario_id] = (literal, found)
+        # PII counts of the system messages written (scenarios whose prompt is included).
+        self.system_pii = {
+            scenario_id: found for scenario_id, (literal, found) in self.system.items() if literal
+        }
 
     def lines(self, scenario_id: int, turns: list[_Row]) -> list[str]:
         stats = self.stats
@@ -929,9 +933,7 @@ class _PlainDialogues:
             for scenario_id, (literal, _) in writer.system.items()
         }
         self.head = head
-        self.system_pii = {
-            scenario_id: found for scenario_id, (literal, found) in writer.system.items() if literal
-        }
+        self.system_pii = writer.system_pii
 
     def block(self, rows: list[tuple]) -> list[bytes | memoryview]:
         """The rows' output, in order, as parts to be concatenated."""
@@ -1023,9 +1025,7 @@ class _PlainPairs:
             for scenario_id, (literal, _) in writer.system.items()
             if literal
         }
-        self.system_pii = {
-            scenario_id: found for scenario_id, (literal, found) in writer.system.items() if literal
-        }
+        self.system_pii = writer.system_pii
 
     def block(self, rows: list[tuple]) -> list[bytes | memoryview]:
         """The rows' output, in order, as parts to be concatenated."""

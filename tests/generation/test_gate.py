@@ -183,12 +183,9 @@ def test_a_cancelled_dialogue_stops_waiting_and_leaves_the_queue(run_id, where):
     assert new_gate(run_id, 1).acquire()
 
 
-def test_a_slot_passes_between_threads_of_a_process_only_for_a_while(run_id):
-    slots = new_gate(
-        run_id, 1, poll_seconds=5.0, reuse_seconds=0.5, max_queued=1, queued_patience=60.0
-    )
-    first = slots.acquire()
-    taken_at = time.monotonic()
+def queue_one_in_redis_and_one_locally(slots: gate.RequestGate):
+    """With the gate's one slot held (and max_queued=1): a thread queued in Redis, then one
+    waiting locally. Returns (what each got, by name; the waiting function; the two threads)."""
     got: dict[str, str | None] = {}
 
     def wait(name: str) -> None:
@@ -200,6 +197,16 @@ def test_a_slot_passes_between_threads_of_a_process_only_for_a_while(run_id):
     local = threading.Thread(target=wait, args=("waiting locally",))
     local.start()
     time.sleep(0.1)
+    return got, wait, queued, local
+
+
+def test_a_slot_passes_between_threads_of_a_process_only_for_a_while(run_id):
+    slots = new_gate(
+        run_id, 1, poll_seconds=5.0, reuse_seconds=0.5, max_queued=1, queued_patience=60.0
+    )
+    first = slots.acquire()
+    taken_at = time.monotonic()
+    got, wait, queued, local = queue_one_in_redis_and_one_locally(slots)
     released_at = time.monotonic()
     slots.release(first)
     local.join(5)
@@ -221,17 +228,7 @@ def test_a_thread_queued_in_redis_is_served_once_it_has_waited_a_while(run_id):
         run_id, 1, poll_seconds=5.0, reuse_seconds=60.0, max_queued=1, queued_patience=0.5
     )
     first = slots.acquire()
-    got: dict[str, str | None] = {}
-
-    def wait(name: str) -> None:
-        got[name] = slots.acquire()
-
-    queued = threading.Thread(target=wait, args=("queued in redis",))
-    queued.start()
-    time.sleep(0.1)
-    local = threading.Thread(target=wait, args=("waiting locally",))
-    local.start()
-    time.sleep(0.1)
+    got, wait, queued, local = queue_one_in_redis_and_one_locally(slots)
     slots.release(first)  # queued for less than the patience: the local waiter gets it
     local.join(5)
     assert got == {"waiting locally": first}
