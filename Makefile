@@ -27,9 +27,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	SECRET_KEY=$${SECRET_KEY:-make-test-only-key} $(BIN)/pytest $(PYTEST_ARGS)
 
+# ruff, then the import contracts in pyproject.toml (app direction, no cycles).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format .
