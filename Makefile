@@ -15,17 +15,24 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	@touch $(STAMP)
 
-demo: $(STAMP)
-	@DEBUG=1 $(BIN)/python manage.py migrate --noinput -v 0
-	@DEBUG=1 $(BIN)/python manage.py seed_demo
+# The local settings every manage.py command reads (see load_env_file in settings.py); written
+# once, never overwritten, never committed.
+.env:
+	@$(PYTHON) -c 'import pathlib, secrets; print("# Local demo settings written by make demo; never commit this file.\nDEBUG=1\nSECRET_KEY=" + secrets.token_urlsafe(50) + "\nSQLITE_PATH=" + str(pathlib.Path("db.sqlite3").resolve()))' > $@
+	@echo "Wrote .env (DEBUG=1, a new SECRET_KEY, SQLITE_PATH)."
+
+demo: $(STAMP) .env
+	@$(BIN)/python manage.py migrate --noinput -v 0
+	@$(BIN)/python manage.py seed_demo
 	@echo ""
 	@echo "  synthreview demo: http://127.0.0.1:$(PORT)/   login: demo / demo"
 	@echo ""
-	@DEBUG=1 $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
+	@$(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
-# Tests need a SECRET_KEY (never used outside the test run); any other env var passes through.
+# Tests need a SECRET_KEY (never used outside the test run); any other env var passes through,
+# and a local .env is ignored so the suite runs the same everywhere.
 test: $(STAMP)
-	SECRET_KEY=$${SECRET_KEY:-make-test-only-key} $(BIN)/pytest $(PYTEST_ARGS)
+	SYNTHREVIEW_ENV_FILE= SECRET_KEY=$${SECRET_KEY:-make-test-only-key} $(BIN)/pytest $(PYTEST_ARGS)
 
 # ruff, then the import contracts in pyproject.toml (app direction, no cycles).
 lint: $(STAMP)

@@ -1,17 +1,23 @@
-"""Admin: scenarios with their two personas, launching and watching runs, dialogues."""
+"""Admin: scenarios with their two personas, launching and watching runs, dialogues.
+
+The review app extends the run and dialogue admins with its export actions and review status
+(review/admin/generation.py); nothing here knows about review.
+"""
 
 from __future__ import annotations
 
+import re
+
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.html import format_html
 
-from review.admin.exports import export_dialogues_action, export_runs_action
-
-from . import services
+from . import selectors, services
 from .forms import LaunchRunForm, PersonaForm, PersonaFormSet, ScenarioForm
 from .models import Dialogue, GenerationRun, Persona, Scenario, Turn
 
@@ -41,13 +47,30 @@ class ScenarioAdmin(admin.ModelAdmin):
         return len(obj.topics or [])
 
 
-@admin.action(description="Cancel selected runs")
-def cancel_runs_action(modeladmin, request, queryset) -> None:
-    stopped = 0
-    for run in queryset.filter(status__in=GenerationRun.ACTIVE_STATUSES):
+@admin.action(description="Cancel selected runs…")
+def cancel_runs_action(modeladmin, request, queryset) -> HttpResponse | None:
+    """Asks first, on a page listing the runs that would stop (like the delete action)."""
+    active = list(queryset.filter(status__in=GenerationRun.ACTIVE_STATUSES))
+    if not active:
+        messages.info(request, "None of the selected runs is queued or running.")
+        return None
+    if request.POST.get("confirm") != "yes":
+        context = {
+            **modeladmin.admin_site.each_context(request),
+            "opts": modeladmin.opts,
+            "title": f"Cancel {len(active)} run{'s' if len(active) != 1 else ''}?",
+            "runs": active,
+            "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(
+            request, "admin/generation/generationrun/cancel_selected.html", context
+        )
+    for run in active:
         services.run_cancel(run=run)
-        stopped += 1
-    messages.success(request, f"Cancelled {stopped} run(s).")
+    messages.success(request, f"Cancelled {len(active)} run(s).")
+    return None
 
 
 @admin.register(GenerationRun)
@@ -64,7 +87,7 @@ class GenerationRunAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "provider", "scenario"]
     list_select_related = ["scenario"]
-    actions = [export_runs_action, cancel_runs_action]
+    actions = [cancel_runs_action]
     change_form_template = "admin/generation/generationrun/change_form.html"
     readonly_fields = [
         "live_progress",
@@ -91,7 +114,6 @@ class GenerationRunAdmin(admin.ModelAdmin):
 
     class Media:
         js = ["vendor/htmx/htmx.min.js"]
-        css = {"all": ["css/admin.css"]}
 
     @admin.display(description="Progress")
     def live_progress(self, obj: GenerationRun) -> str:
@@ -127,29 +149,54 @@ class GenerationRunAdmin(admin.ModelAdmin):
             warning = LaunchRunForm.unknown_price_warning(data["model_override"])
             if warning:
                 messages.warning(request, warning)
-            return HttpResponseRedirect(
-                reverse("admin:generation_generationrun_change", args=[run.pk])
-            )
+            # The run page shows its progress live, as for a run launched anywhere else.
+            return HttpResponseRedirect(run.get_absolute_url())
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": "Launch a generation run",
             "form": form,
+            "media": self.media + form.media,
             "has_view_permission": True,
         }
         return TemplateResponse(request, "admin/generation/generationrun/launch.html", context)
 
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        if request.method == "POST" and object_id and "_cancel_run" in request.POST:
-            run = self.get_object(request, object_id)
-            if run is None or not self.has_change_permission(request, run):
-                return redirect("admin:generation_generationrun_changelist")
+    def get_urls(self):
+        urls = super().get_urls()
+        cancel = path(
+            "<path:object_id>/cancel/",
+            self.admin_site.admin_view(self.cancel_view),
+            name="generation_generationrun_cancel",
+        )
+        return [cancel, *urls]
+
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Cancelling stops work that cannot be resumed, so it asks first (GET), then does it
+        (POST), like the admin's delete confirmation; no script needed."""
+        run = self.get_object(request, object_id)
+        if run is None or not self.has_change_permission(request, run):
+            return redirect("admin:generation_generationrun_changelist")
+        change_url = reverse("admin:generation_generationrun_change", args=[run.pk])
+        if run.status not in GenerationRun.ACTIVE_STATUSES:
+            messages.info(request, f"{run} had already ended ({run.get_status_display()}).")
+            return redirect(change_url)
+        if request.method == "POST":
             cancelled = services.run_cancel(run=run)
             messages.success(
                 request, f"Cancelled {run}: {cancelled} unfinished dialogue(s) stopped."
             )
-            return redirect("admin:generation_generationrun_change", object_id)
-        return super().changeform_view(request, object_id, form_url, extra_context)
+            return redirect(change_url)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Cancel run #{run.pk}?",
+            "run": run,
+            "original": run,
+            "progress": selectors.run_progress(run=run),
+            "change_url": change_url,
+            "has_view_permission": True,
+        }
+        return TemplateResponse(request, "admin/generation/generationrun/cancel.html", context)
 
 
 class TurnInline(admin.TabularInline):
@@ -179,13 +226,23 @@ class TurnInline(admin.TabularInline):
         return super().get_queryset(request).select_related("persona")
 
 
+def dialogue_search(queryset: QuerySet, term: str) -> QuerySet:
+    """A dialogue by its id ("12" or "#12"), or by words of its topic or failure reason."""
+    term = term.strip()
+    if not term:
+        return queryset
+    match = re.fullmatch(r"#?(\d{1,18})", term)
+    by_text = Q(topic__icontains=term) | Q(failure_reason__icontains=term)
+    return queryset.filter(by_text | Q(pk=int(match.group(1))) if match else by_text)
+
+
 @admin.register(Dialogue)
 class DialogueAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "run", "status", "stop_reason", "short_failure", "attempts"]
+    list_display = ["dialogue", "run", "status", "stop_reason", "short_failure", "attempts"]
     list_filter = ["status", "scenario"]
     list_select_related = ["run", "run__scenario"]
-    search_fields = ["topic", "failure_reason"]
-    actions = [export_dialogues_action]
+    search_fields = ["topic"]
+    search_help_text = "A dialogue id (12 or #12), or words of the topic or failure reason."
     inlines = [TurnInline]
     readonly_fields = [
         "run",
@@ -205,9 +262,18 @@ class DialogueAdmin(admin.ModelAdmin):
     ]
     fields = readonly_fields
 
+    @admin.display(description="Dialogue", ordering="pk")
+    def dialogue(self, obj: Dialogue) -> str:
+        return str(obj)
+
     @admin.display(description="Failure reason")
     def short_failure(self, obj: Dialogue) -> str:
         return obj.failure_reason[:120]
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        return dialogue_search(queryset, search_term), False
 
     def has_add_permission(self, request) -> bool:
         return False  # dialogues come from runs

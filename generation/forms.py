@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from . import rules
-from .models import GenerationRun, Persona, Scenario
+from .models import GenerationRun, Persona, Scenario, persona_sides_problem
 
 
 def _check_template(value: str) -> None:
@@ -108,7 +108,8 @@ class PersonaForm(forms.ModelForm):
 
 
 class PersonaFormSet(forms.BaseInlineFormSet):
-    """Exactly two personas, positions 0 and 1, one of them opening, on different names."""
+    """Exactly two personas, positions 0 and 1, one of them opening, with different names,
+    one on the user side and one on the assistant side."""
 
     def clean(self) -> None:
         super().clean()
@@ -127,6 +128,9 @@ class PersonaFormSet(forms.BaseInlineFormSet):
         names = {f.cleaned_data["name"].lower() for f in forms_kept}
         if len(names) != 2:
             raise ValidationError("The two personas need different names.")
+        problem = persona_sides_problem([f.cleaned_data["side"] for f in forms_kept])
+        if problem:
+            raise ValidationError(problem)
 
 
 class LaunchRunForm(forms.Form):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from decimal import Decimal
 
 from django.conf import settings
@@ -17,6 +18,24 @@ class Side(models.TextChoices):
 
     ASSISTANT = "assistant", "assistant"
     USER = "user", "user"
+
+
+def persona_sides_problem(sides: Collection[str]) -> str:
+    """Why two personas' sides cannot make training data, or "" when they can.
+
+    An export writes one persona's turns as user messages and the other's as assistant
+    messages; two personas on one side would merge into a single message with no reply.
+    """
+    if sorted(sides) == sorted(Side.values):
+        return ""
+    if len(sides) == 2 and len(set(sides)) == 1:
+        found = f"both are {next(iter(sides))}"
+    else:
+        found = "found: " + (", ".join(sorted(sides)) or "none")
+    return (
+        f"One persona must be on the user side and the other on the assistant side ({found}): "
+        "training data needs a user message and an assistant reply."
+    )
 
 
 class Scenario(models.Model):
@@ -62,6 +81,10 @@ class Scenario(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def persona_sides_problem(self) -> str:
+        """Why this scenario's personas cannot make training data, or "" when they can."""
+        return persona_sides_problem([persona.side for persona in self.personas.all()])
 
 
 class Persona(models.Model):
@@ -198,9 +221,6 @@ class Dialogue(models.Model):
 
     def __str__(self) -> str:
         return f"Dialogue #{self.pk} · {self.topic}"
-
-    def get_absolute_url(self) -> str:
-        return reverse("review:dialogue", args=[self.pk])
 
 
 class Turn(models.Model):

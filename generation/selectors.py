@@ -55,7 +55,13 @@ class RunProgress:
 
     @property
     def finished(self) -> int:
-        return self.done + self.failed + self.cancelled
+        """Dialogues generated to an outcome. Cancelled ones are not: a cancelled run's bar
+        stops where the cancellation left it."""
+        return self.done + self.failed
+
+    @property
+    def unfinished(self) -> int:
+        return self.generating + self.waiting
 
     @property
     def percent(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -115,7 +116,33 @@ def env_model_prices(name: str) -> dict[str, tuple[float, float]]:
     return prices
 
 
+def load_env_file(path: str) -> None:
+    """Read NAME=value lines (blank lines, # comments and quotes allowed) into the environment.
+
+    A variable set in the environment wins over the file. `make demo` writes BASE_DIR/.env
+    (DEBUG, a generated SECRET_KEY, the SQLite path) so that manage.py commands work as the
+    README prints them; it is never committed nor copied into the Docker image.
+    """
+    if not path or not os.path.isfile(path):
+        return
+    for number, raw in enumerate(Path(path).read_text().splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.removeprefix("export ").partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ImproperlyConfigured(f"{path}, line {number}: expected NAME=value, got {raw!r}")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        os.environ.setdefault(name, value)
+
+
 # --- Core ---------------------------------------------------------------------------------------
+
+# SYNTHREVIEW_ENV_FILE names another file; empty reads none (`make test` runs on the environment
+# alone, whatever a local .env says).
+load_env_file(env_str("SYNTHREVIEW_ENV_FILE", str(BASE_DIR / ".env")))
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY")
@@ -148,6 +175,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "synthreview.middleware.PrivatePagesMiddleware",
+    "synthreview.middleware.RejectMalformedInputMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -250,6 +279,9 @@ STORAGES = {
 # --- Security -----------------------------------------------------------------------------------
 
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
+# Pages hand the token to htmx in hx-headers and to forms in a hidden field; no script reads
+# the cookie, so scripts may not.
+CSRF_COOKIE_HTTPONLY = True
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0

@@ -15,6 +15,7 @@ import pytest
 from django.conf import settings
 
 from tests.factories import UserFactory
+from tests.tooling.browser import browser, new_tab  # noqa: F401  (fixtures for browser tests)
 
 REQUIRE_SERVICES = os.environ.get("SYNTHREVIEW_REQUIRE_SERVICES", "") in {"1", "true", "yes"}
 CHROMIUM = os.environ.get("SYNTHREVIEW_CHROMIUM", "/usr/bin/chromium")

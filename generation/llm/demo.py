@@ -1,9 +1,14 @@
-"""The offline demo provider: scripted, deterministic dialogues for the example scenarios.
+"""The offline demo provider: scripted, deterministic dialogues, for any scenario.
 
-It lets `make demo` show the whole loop without a model or a network. Some scripted turns carry
-deliberate factual or reasoning mistakes (marked `# mistake` below) so reviewers have something
-to catch. The script is indexed by turn position, so generation can resume from any point,
-including right after a reviewer corrected a turn and asked for the rest to be redone.
+It lets `make demo` show the whole loop without a model or a network. The example scenarios
+have scripts; any other scenario gets a conversation assembled from generic pieces, with the
+personas' names and the topic, of a seeded length within the scenario's turn limits. The text
+varies by dialogue and by attempt, so "Regenerate from here" writes something new.
+
+Some scripted turns carry deliberate factual or reasoning mistakes (marked `# mistake` below)
+so reviewers have something to catch. Turns are chosen by position, so generation can resume
+from any point, including right after a reviewer corrected a turn and asked for the rest to be
+redone.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from .base import ChatRequest, ChatResult
 DEMO_MODEL = "demo-scripted"
 
 # Each entry is one turn position (even: the opening persona, odd: the other one), each a list
-# of variants; the variant is picked from a hash of the topic, the dialogue and the position.
+# of variants; the variant is picked from a hash of the topic, the dialogue, the attempt and
+# the position. The last entry is the closing, used when the dialogue ends at the script's
+# length; a scenario whose limits ask for more turns continues with the generic pieces below.
 SCRIPTS: dict[str, list[list[str]]] = {
     "trig-tutoring": [
         [
@@ -121,42 +128,161 @@ SCRIPTS: dict[str, list[list[str]]] = {
     ],
 }
 
-GENERIC_SCRIPT: list[list[str]] = [
-    ["I'd like to talk about {topic}. Where should we start?"],
-    ["Let's start with the basics of {topic}: what do you already know about it?"],
-    ["Only a little. Could you give me a concrete example?"],
-    ["Here is one: think of a typical situation involving {topic} and what usually goes wrong."],
-    ["That makes sense. What is the most common mistake people make?"],
-    ["Rushing. Take {topic} one step at a time and check each step before moving on."],
-    ["Thanks, that's clear now. {end}"],
+# Scenarios without a script get a conversation assembled from these, by turn: the opener asks,
+# the other answers. Each turn joins one piece of each list, chosen so that no two turns of a
+# dialogue are alike (the repetition check would flag them) and no piece says thanks or goodbye
+# (the loop check would stop the dialogue).
+GENERIC_OPENINGS = [
+    "Hello {partner}, I'd like to talk about {topic}. Where should we start?",
+    "{partner}, could you help me understand {topic}? I have a few questions.",
+    "Hi {partner}. I've been asked to get to grips with {topic} and I'm not sure where to begin.",
 ]
+GENERIC_ASKS = [
+    [
+        "Could you give me a concrete example?",
+        "What would a typical case look like?",
+        "How does that play out in practice?",
+        "Can you walk me through one real situation?",
+        "What does a good first attempt look like?",
+    ],
+    [
+        "I'm still unsure about one part of {topic}.",
+        "One thing confuses me here.",
+        "I think I follow, but something bothers me.",
+        "That raises another point for me.",
+        "Let me check I have the order right.",
+        "I tried this once and got stuck.",
+    ],
+    [
+        "What is the most common mistake?",
+        "How would I know I got it right?",
+        "Which step matters most?",
+        "What should I do first next time?",
+        "Is there a quick check I can use?",
+        "What changes when the case is unusual?",
+        "How much detail is enough here?",
+    ],
+]
+GENERIC_ANSWERS = [
+    [
+        "Good question, {partner}.",
+        "Let's take it step by step.",
+        "Here is how I see it.",
+        "That's the right thing to ask about {topic}.",
+        "Think of it this way.",
+    ],
+    [
+        "Start from what you already know and write each step down before moving on.",
+        "Most problems with {topic} come from skipping a step, so slow down at the tricky part.",
+        "Compare the case in front of you with a simple one you have solved before.",
+        "Check the assumptions first; the rest usually follows from them.",
+        "Split the task into small parts and settle each one separately.",
+        "Look for the detail that makes this case different from the usual one.",
+    ],
+    [
+        "Then test your answer on a small example.",
+        "If the result looks odd, go back one step.",
+        "Keep a note of what you decided and why.",
+        "Ask someone to check the first attempt.",
+        "With practice this becomes routine.",
+        "Over time you will spot the pattern quickly.",
+        "That habit saves a lot of rework later.",
+    ],
+]
+CLOSINGS = [
+    [
+        "That's clear now, thank you {partner}. {end}",
+        "Thanks, that's all I needed for today. {end}",
+        "Great, I'll practise {topic} on my own now. Thank you! {end}",
+    ],
+    [
+        "You're welcome, {partner}. Good luck with {topic}! {end}",
+        "Glad it helped. Come back with any other questions. {end}",
+        "My pleasure. You're well on your way with {topic}. {end}",
+    ],
+]
+# How many turns past min_turns an unscripted dialogue may run before it winds down.
+GENERIC_EXTRA_TURNS = 8
 
-CLOSING = ["That's all from me for now, thank you. {end}", "You're welcome, goodbye! {end}"]
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
 
 
 def _pick(variants: list[str], key: str) -> str:
-    digest = hashlib.sha256(key.encode()).digest()
-    return variants[digest[0] % len(variants)]
+    return variants[_digest(key)[0] % len(variants)]
 
 
 def _approx_tokens(text: str) -> int:
     return max(1, round(len(text.split()) * 4 / 3)) if text.strip() else 0
 
 
+def _int(value: object, default: int = 0) -> int:
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+
+
+def planned_length(script: list[list[str]] | None, key: str, min_turns: int, max_turns: int) -> int:
+    """How many turns this dialogue has: its script's length, else a seeded choice, kept
+    within the scenario's limits (0: no limit given)."""
+    high = max_turns or (len(script) if script else max(min_turns, 4) + GENERIC_EXTRA_TURNS)
+    low = min(max(min_turns, 2), high)
+    if script:
+        natural = len(script)
+    else:
+        # At least a question, an answer and a follow-up when the limits allow it.
+        first = min(max(low, 4), high)
+        span = min(high, first + GENERIC_EXTRA_TURNS) - first
+        natural = first + int.from_bytes(_digest(key + "|length")[:4], "big") % (span + 1)
+    return min(max(natural, low), high)
+
+
+def _generic_turn(position: int, key: str) -> str:
+    """Unscripted turn `position`: three pieces, each list cycled at its own (coprime) length,
+    so two turns of one dialogue share at most two pieces."""
+    if position == 0:
+        return _pick(GENERIC_OPENINGS, key)
+    offset = _digest(key)[1]
+    parts = GENERIC_ASKS if position % 2 == 0 else GENERIC_ANSWERS
+    step = position // 2
+    return " ".join(part[(step + offset) % len(part)] for part in parts)
+
+
 class DemoClient:
+    """Offline provider. Reads `request.context`: scenario, topic, position, variant and
+    end_marker, and when the engine sends them, speaker and partner (persona names),
+    min_turns/max_turns and attempt (so regenerating writes something new)."""
+
     provider = "demo"
 
     def complete(self, request: ChatRequest) -> ChatResult:
         ctx = request.context
         slug = str(ctx.get("scenario", ""))
-        position = int(ctx.get("position", 0))  # type: ignore[arg-type]
+        position = _int(ctx.get("position"))
         topic = str(ctx.get("topic", "the topic"))
-        script = SCRIPTS.get(slug, GENERIC_SCRIPT)
-        # Past the end of the script (a reviewer regenerated from the last turn): wind down.
-        variants = script[position] if position < len(script) else [CLOSING[position % 2]]
-        template = _pick(variants, f"{slug}|{topic}|{ctx.get('variant', 0)}|{position}")
+        partner = str(ctx.get("partner", "") or "there")
+        key = f"{slug}|{topic}|{ctx.get('variant', 0)}|{ctx.get('attempt', 0)}"
+        script = SCRIPTS.get(slug)
+        length = planned_length(script, key, _int(ctx.get("min_turns")), _int(ctx.get("max_turns")))
+        scripted = script is not None and position < len(script) - 1
+        if script is not None and position == len(script) - 1 == length - 1:
+            template = _pick(script[position], f"{key}|{position}")  # the script's own ending
+        elif position >= length - 1:
+            # The last planned turn, or past it (regenerating the last turn): wind down.
+            template = _pick(CLOSINGS[position % 2], f"{key}|{position}")
+        elif scripted:
+            template = _pick(script[position], f"{key}|{position}")
+        else:
+            template = _generic_turn(position, key)
         end = str(ctx.get("end_marker", "") or "")
-        text = template.replace("{topic}", topic).replace("{end}", end).strip()
+        text = (
+            template.replace("{topic}", topic)
+            .replace("{partner}", partner)
+            .replace("{end}", end)
+            .strip()
+        )
         prompt = " ".join(m.get("content", "") for m in request.messages)
         return ChatResult(
             text=text,

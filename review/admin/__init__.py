@@ -1,5 +1,6 @@
-"""Admin for review state (reviews.py) and dataset exports (exports.py)."""
+"""Admin for review state (reviews.py), dataset exports (exports.py), and review's additions to
+the run and dialogue admins (generation.py)."""
 
 from __future__ import annotations
 
-from . import exports, reviews  # noqa: F401  (registers the ModelAdmins)
+from . import exports, generation, reviews  # noqa: F401  (registers the ModelAdmins)

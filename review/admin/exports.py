@@ -1,9 +1,13 @@
 """Dataset export admin: the "Export selected as training set" actions and export records.
 
-`export_dialogues_action` and `export_runs_action` are attached to the Dialogue and
-GenerationRun admins in generation/admin.py. Both show an intermediate page (format, system
-prompt, PII scrubbing, and how many of the selection are approved), then start the export:
-inline when small, in a Celery task when large (see `review.export.dataset_export_start`).
+`export_dialogues_action`, `export_runs_action` and `export_reviews_action` are attached to the
+Dialogue, GenerationRun and DialogueReview admins (review/admin/generation.py, reviews.py).
+Each shows an intermediate page (format, system prompt, PII scrubbing, and how many of the
+selection are approved), then starts the export: inline when small, in a Celery task when large
+(see `review.export.dataset_export_start`).
+
+"Select all N" over a whole changelist, or over one scenario's, is recorded as that filter;
+any narrower selection is recorded as the ids it holds.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.text import capfirst
 
+from generation.models import Scenario
 from review import export
 from review.models import DatasetExport
 
@@ -85,10 +90,10 @@ def _export_action(
         "opts": modeladmin.model._meta,
         "form": form,
         "queryset": queryset,
-        "selected_ids": []
-        if request.POST.get("select_across") == "1"
-        else request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
-        "select_across": request.POST.get("select_across", "0"),
+        # Posted back as they came. With "select all" the admin acts on the whole changelist
+        # (its filters are in this page's address) but still wants the ticked ids of the page.
+        "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+        "select_across": "1" if _selects_all(request) else "0",
         "action": action,
         "approved": approved,
         "not_approved": not_approved,
@@ -126,18 +131,65 @@ def _outcome_level(record: DatasetExport) -> int:
     return messages.ERROR if record.status == DatasetExport.Status.FAILED else messages.SUCCESS
 
 
+# Changelist parameters that order or page the list, never narrow it.
+_VIEW_PARAMS = frozenset({"o", "p", "e"})
+
+
+def _selects_all(request: HttpRequest) -> bool:
+    return request.POST.get("select_across") == "1"
+
+
+def _whole_list_filters(request: HttpRequest) -> export.ExportFilters | None:
+    """A "select all" over every row, or every row of one scenario, as export filters; None
+    when the selection is hand-picked or narrowed in a way the filters cannot say."""
+    if not _selects_all(request):
+        return None
+    params = {key: request.GET.getlist(key) for key in request.GET if key not in _VIEW_PARAMS}
+    if not params:
+        return export.ExportFilters()
+    scenario = params.pop("scenario__id__exact", None)
+    if params or not scenario or len(scenario) != 1 or not scenario[0].isdigit():
+        return None
+    slug = Scenario.objects.filter(pk=int(scenario[0])).values_list("slug", flat=True).first()
+    return export.ExportFilters(scenario=slug) if slug else None
+
+
+def _ids(queryset: QuerySet) -> tuple[int, ...]:
+    return tuple(sorted(queryset.values_list("pk", flat=True)))
+
+
+def _selection(request: HttpRequest, queryset: QuerySet, field: str) -> export.ExportFilters:
+    whole = _whole_list_filters(request)
+    return whole if whole is not None else export.ExportFilters(**{field: _ids(queryset)})
+
+
 @admin.action(description="Export selected as training set")
 def export_dialogues_action(
     modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
 ) -> HttpResponse | None:
-    ids = tuple(sorted(queryset.values_list("pk", flat=True)))
     return _export_action(
         modeladmin,
         request,
         queryset,
-        filters=export.ExportFilters(dialogue_ids=ids),
+        filters=_selection(request, queryset, "dialogue_ids"),
         action="export_dialogues_action",
         title="Export selected dialogues as a training set",
+    )
+
+
+@admin.action(description="Export the selected reviews' dialogues as training set")
+def export_reviews_action(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
+) -> HttpResponse | None:
+    # A review's primary key is its dialogue's. Only dialogues somebody opened have a review,
+    # so even "select all" here is a list of those, never the whole dialogue table.
+    return _export_action(
+        modeladmin,
+        request,
+        queryset,
+        filters=export.ExportFilters(dialogue_ids=_ids(queryset)),
+        action="export_reviews_action",
+        title="Export the dialogues of the selected reviews as a training set",
     )
 
 
@@ -145,12 +197,11 @@ def export_dialogues_action(
 def export_runs_action(
     modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
 ) -> HttpResponse | None:
-    ids = tuple(sorted(queryset.values_list("pk", flat=True)))
     return _export_action(
         modeladmin,
         request,
         queryset,
-        filters=export.ExportFilters(run_ids=ids),
+        filters=_selection(request, queryset, "run_ids"),
         action="export_runs_action",
         title="Export the approved dialogues of the selected runs",
     )

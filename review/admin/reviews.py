@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from review import services
+from review.admin.exports import export_reviews_action
 from review.models import DialogueReview, Flag, ReviewEvent, TurnRevision
 
 
@@ -58,7 +59,7 @@ class DialogueReviewAdmin(admin.ModelAdmin):
     list_filter = ["status", ClaimFilter]
     list_select_related = ["dialogue", "claimed_by", "decided_by"]
     search_fields = ["dialogue__topic", "claimed_by__username", "decided_by__username"]
-    actions = [release_claims]
+    actions = [release_claims, export_reviews_action]
     readonly_fields = [
         "dialogue", "status", "claimed_by", "claim_expires_at", "decided_by", "decided_at",
         "reason", "version",

@@ -13,6 +13,8 @@ from review import selectors, services
 from review.forms import QueueFilterForm
 from review.permissions import reviewer_required
 
+from ._render import dialogue_url
+
 
 @require_GET
 @reviewer_required
@@ -36,7 +38,7 @@ def review_next(request: HttpRequest) -> HttpResponse:
         messages.info(request, "Nothing is waiting for review right now. Well done!")
         url = reverse("review:queue")
     else:
-        url = dialogue.get_absolute_url()
+        url = dialogue_url(dialogue.pk)
     if request.htmx:
         # Swap the main area (no reload) and push the dialogue's URL into the history.
         return HttpResponseLocation(url, target="#main", select="#main", swap="outerHTML")

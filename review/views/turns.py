@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from review import services
 from review.forms import DismissForm, FlagForm, TurnEditForm, VersionForm
 from review.permissions import reviewer_required
-from review.services import TurnConflict
+from review.services import NothingChanged, TurnConflict
 
 from ._render import action_result, call_service, render_dialogue, with_version
 
@@ -38,6 +38,7 @@ def _turn_post(
     error = call_service(form, call, dialogue_id=pk, turn_id=turn_pk, actor=request.user)
     ui = {"turn": turn_pk, "mode": mode if error else "", "post": request.POST}
     ui["conflict"] = isinstance(error, TurnConflict)
+    ui["unchanged"] = isinstance(error, NothingChanged)
     anchor = f"#turn-{turn_pk}"
     return action_result(
         request, pk, error, partials=partials, success=success, anchor=anchor, ui=ui

@@ -88,10 +88,19 @@
       return;
     }
     if (event.key === "Escape" && !document.querySelector("dialog[open]")) {
-      // Cancel the form of the turn being worked on, wherever the focus is.
+      // Close the Reject (or Reopen) form when the focus is in it; otherwise cancel the form
+      // of the turn being worked on, wherever the focus is; otherwise close an open verdict form.
+      var verdict = target.closest && target.closest("details.verdict-form[open]");
       var owner = (target.closest && target.closest("article.turn")) || currentTurn();
-      var cancel = (owner && owner.querySelector("[data-cancel]")) || document.querySelector("#transcript [data-cancel]");
+      var cancel = !verdict && ((owner && owner.querySelector("[data-cancel]")) || document.querySelector("#transcript [data-cancel]"));
       if (cancel) { event.preventDefault(); cancel.click(); return; }
+      verdict = verdict || document.querySelector("details.verdict-form[open]");
+      if (verdict) {
+        event.preventDefault();
+        verdict.open = false;
+        verdict.querySelector("summary").focus();
+        return;
+      }
     }
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     if (typing.test(target.tagName) || target.isContentEditable) return;

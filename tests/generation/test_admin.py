@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import reverse
 
 from generation.models import Dialogue, GenerationRun, Persona, Scenario
-from tests.factories import RunFactory, ScenarioFactory, dialogue_with_turns
+from tests.factories import DialogueFactory, RunFactory, ScenarioFactory, dialogue_with_turns
 
 ADD_URL = reverse("admin:generation_scenario_add")
 
@@ -109,18 +109,37 @@ def test_empty_topics_and_two_openers(admin_client):
     assert_rejected(response, None, "Exactly one persona opens")
 
 
-def test_launch_form_creates_a_run_and_generates_it(
+def test_two_personas_on_one_side_are_refused(admin_client):
+    response = admin_client.post(ADD_URL, scenario_post(**{"personas-1-side": "assistant"}))
+    assert_rejected(response, None, "One persona must be on the user side")
+    assert "both are assistant" in response.content.decode()
+
+
+def test_launch_refuses_a_scenario_with_both_personas_on_one_side(admin_client):
+    scenario = ScenarioFactory()
+    scenario.personas.update(side="assistant")
+    url = reverse("admin:generation_generationrun_add")
+    response = admin_client.post(url, {"scenario": scenario.pk, "count": "1", "max_in_flight": "1"})
+    assert response.status_code == 200
+    assert "One persona must be on the user side" in " ".join(
+        response.context["form"].errors["scenario"]
+    )
+    assert not GenerationRun.objects.exists()
+
+
+def test_launch_form_creates_a_run_and_lands_on_the_run_page(
     admin_client, admin_user, django_capture_on_commit_callbacks
 ):
     scenario = ScenarioFactory()
     url = reverse("admin:generation_generationrun_add")
-    assert admin_client.get(url).status_code == 200
+    page = admin_client.get(url).content.decode()
+    assert "admin/css/forms.css" in page and 'class="required" for="id_scenario"' in page
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(url, {"scenario": scenario.pk, "count": "3", "model_override": "",
                                            "temperature_override": "0.3", "max_in_flight": "2", "seed": ""})  # fmt: skip
     run = GenerationRun.objects.get()
     assert response.status_code == 302
-    assert response["Location"] == reverse("admin:generation_generationrun_change", args=[run.pk])
+    assert response["Location"] == reverse("generation:run_detail", args=[run.pk])
     assert (
         run.created_by == admin_user and run.max_in_flight == 2 and run.temperature_override == 0.3
     )
@@ -134,36 +153,73 @@ def test_launch_form_errors(admin_client):
     form = response.context["form"]
     assert "exactly two personas" in " ".join(form.errors["scenario"])
     assert "count" in form.errors and "max_in_flight" in form.errors
+    assert "Please correct the errors below." in response.content.decode()
     assert not GenerationRun.objects.exists()
 
 
-def test_run_change_page_shows_progress_and_cancels(admin_client):
+def test_run_change_page_shows_progress_and_cancels_after_confirming(admin_client):
     run = RunFactory(status=GenerationRun.Status.RUNNING, requested_count=2)
     dialogue_with_turns(2, run=run)
+    DialogueFactory(run=run, status=Dialogue.Status.PENDING)
     url = reverse("admin:generation_generationrun_change", args=[run.pk])
+    cancel_url = reverse("admin:generation_generationrun_cancel", args=[run.pk])
     html = admin_client.get(url).content.decode()
     assert f'hx-get="{run.get_absolute_url()}?fragment=progress"' in html
-    assert "vendor/htmx/htmx.min.js" in html and 'name="_cancel_run"' in html
-    response = admin_client.post(url, {"_cancel_run": "1"})
-    assert response.status_code == 302
+    assert "vendor/htmx/htmx.min.js" in html and f'href="{cancel_url}"' in html
+    # Asking is harmless: the confirmation page says what stops, and nothing stops yet.
+    confirm = admin_client.get(cancel_url).content.decode()
+    assert "1 unfinished dialogue</strong>" in confirm and "Yes, cancel the run" in confirm
+    run.refresh_from_db()
+    assert run.status == GenerationRun.Status.RUNNING
+    response = admin_client.post(cancel_url)
+    assert response.status_code == 302 and response["Location"] == url
     run.refresh_from_db()
     assert run.status == GenerationRun.Status.CANCELLED
+    # A finished run has nothing to cancel: back to its page with a note.
+    response = admin_client.post(cancel_url, follow=True)
+    assert "had already ended" in response.content.decode()
 
 
-def test_run_and_dialogue_admin_carry_the_export_actions(admin_client):
-    from generation.admin import DialogueAdmin, GenerationRunAdmin
-    from review.admin.exports import export_dialogues_action, export_runs_action
+def test_admin_pages_show_the_demo_banner(admin_client, settings):
+    settings.OPENAI_BASE_URL = settings.OPENAI_API_KEY = ""
+    page = admin_client.get(reverse("admin:index")).content.decode()
+    assert "Demo LLM provider" in page and "css/admin.css" in page
+    settings.OPENAI_API_KEY = "sk-test"
+    assert "Demo LLM provider" not in admin_client.get(reverse("admin:index")).content.decode()
 
-    assert export_runs_action in GenerationRunAdmin.actions
-    assert export_dialogues_action in DialogueAdmin.actions
-    dialogue = dialogue_with_turns(3, status=Dialogue.Status.FAILED)
-    Dialogue.objects.filter(pk=dialogue.pk).update(
-        failure_reason="HTTP 404 from the LLM server: no such model"
-    )
-    html = admin_client.get(
-        reverse("admin:generation_dialogue_change", args=[dialogue.pk])
-    ).content.decode()
-    assert "HTTP 404 from the LLM server: no such model" in html
-    assert html.count("Turn text") >= 3
-    changelist = admin_client.get(reverse("admin:generation_dialogue_changelist")).content.decode()
-    assert "HTTP 404 from the LLM server" in changelist
+
+def test_dialogue_admin_finds_dialogues_by_id_and_topic_and_sorts_them(admin_client):
+    first = dialogue_with_turns(1, topic="the sine rule")
+    second = dialogue_with_turns(1, topic="the cosine rule")
+    changelist = reverse("admin:generation_dialogue_changelist")
+
+    def found(query: dict) -> list[int]:
+        response = admin_client.get(changelist, query)
+        assert response.status_code == 200
+        return [d.pk for d in response.context["cl"].result_list]
+
+    assert found({"q": str(second.pk)}) == [second.pk]
+    assert found({"q": f"#{first.pk}"}) == [first.pk]
+    assert found({"q": "cosine"}) == [second.pk]
+    assert found({"q": "nothing like it"}) == []
+    # The Dialogue column sorts (by id), both ways.
+    assert found({"o": "1"}) == [first.pk, second.pk]
+    assert found({"o": "-1"}) == [second.pk, first.pk]
+
+
+def test_cancel_selected_runs_asks_first(admin_client):
+    running = RunFactory(status=GenerationRun.Status.RUNNING)
+    finished = RunFactory(status=GenerationRun.Status.FINISHED)
+    changelist = reverse("admin:generation_generationrun_changelist")
+    data = {"action": "cancel_runs_action", "_selected_action": [running.pk, finished.pk],
+            "index": "0"}  # fmt: skip
+    page = admin_client.post(changelist, data)
+    html = page.content.decode()
+    assert page.status_code == 200 and "Yes, cancel 1 run" in html
+    assert str(running) in html and str(finished) not in html
+    running.refresh_from_db()
+    assert running.status == GenerationRun.Status.RUNNING
+    response = admin_client.post(changelist, {**data, "confirm": "yes"}, follow=True)
+    assert "Cancelled 1 run(s)." in response.content.decode()
+    running.refresh_from_db()
+    assert running.status == GenerationRun.Status.CANCELLED

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import pytest
+from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
+from generation import services
 from generation.models import Dialogue, GenerationRun
 from tests.factories import DialogueFactory, RunFactory, dialogue_with_turns
 
@@ -27,7 +30,9 @@ def test_run_page_shows_progress_failures_and_links(
 ):
     run = make_run()
     client.force_login(reviewer)
-    with django_assert_max_num_queries(8):
+    # Session, user, the permission check (2), run, dialogue count, progress, failures,
+    # the navigation's reviewer check, dialogues.
+    with django_assert_max_num_queries(10):
         response = client.get(run.get_absolute_url())
     html = response.content.decode()
     assert response.status_code == 200
@@ -35,7 +40,7 @@ def test_run_page_shows_progress_failures_and_links(
     assert "HTTP 401 from the LLM server: bad key" in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert(1)" not in html
     for dialogue in run.dialogues.all():
-        assert dialogue.get_absolute_url() in html
+        assert reverse("review:dialogue", args=[dialogue.pk]) in html
     assert 'hx-trigger="every 2s"' in html  # polling while active
     assert "Cancel run" not in html  # reviewers are not staff
 
@@ -67,7 +72,7 @@ def test_admin_progress_fragment(client, admin_user):
     assert 'hx-trigger="every 2s"' in html and "Dialogues" not in html
 
 
-def test_cancel_is_staff_only_and_post_only(client, reviewer, admin_user):
+def test_cancel_is_staff_only_and_asks_first(client, reviewer, admin_user):
     run = make_run()
     url = reverse("generation:run_cancel", args=[run.pk])
     client.force_login(reviewer)
@@ -76,18 +81,70 @@ def test_cancel_is_staff_only_and_post_only(client, reviewer, admin_user):
     run.refresh_from_db()
     assert run.status == GenerationRun.Status.RUNNING
     client.force_login(admin_user)
-    assert client.get(url).status_code == 405
+    page = client.get(run.get_absolute_url()).content.decode()
+    assert f'href="{url}"' in page  # a link to the confirmation, not a form that cancels
+    confirm = client.get(url)
+    html = confirm.content.decode()
+    assert confirm.status_code == 200
+    assert "2 unfinished dialogues</strong>" in html and "Yes, cancel the run" in html
+    assert f'<form method="post" action="{url}"' in html
+    run.refresh_from_db()
+    assert run.status == GenerationRun.Status.RUNNING  # asking changed nothing
     response = client.post(url, follow=True)
     run.refresh_from_db()
     assert run.status == GenerationRun.Status.CANCELLED
     assert "Cancelled: 2 unfinished dialogue(s) stopped." in response.content.decode()
     assert run.dialogues.filter(status=Dialogue.Status.COMPLETE).count() == 1
+    # Once the run has ended there is nothing to confirm.
+    response = client.get(url, follow=True)
+    assert "had already ended" in response.content.decode()
+
+
+def test_a_cancelled_runs_bar_stops_where_the_cancellation_left_it(client, reviewer):
+    run = make_run()
+    client.force_login(reviewer)
+    cancelled = services.run_cancel(run=run)
+    assert cancelled == 2
+    html = client.get(run.get_absolute_url()).content.decode()
+    # One done and one failed of four: half generated, not 100 %.
+    assert '<progress max="4" value="2"' in html and "50%" in html and "100%" not in html
+    assert "2 of 4 generated, 2 cancelled" in html
+
+
+def test_demo_runs_say_their_text_is_scripted(client, reviewer):
+    run = make_run()
+    client.force_login(reviewer)
+    html = client.get(run.get_absolute_url()).content.decode()
+    assert "writes scripted text" in html
+    GenerationRun.objects.filter(pk=run.pk).update(provider="openai")
+    assert "writes scripted text" not in client.get(run.get_absolute_url()).content.decode()
+
+
+@pytest.mark.parametrize("fragment", ["", "?fragment=progress"])
+def test_run_pages_refuse_outsiders(client, user, fragment):
+    """Runs show topics, costs, who launched them and the LLM server's errors: a logged-in
+    user who is neither staff nor reviewer sees none of it."""
+    run = make_run()
+    client.force_login(user)
+    hx = {"HX-Request": "true"} if fragment else {}
+    for path in (reverse("generation:run_list"), run.get_absolute_url() + fragment):
+        response = client.get(path, headers=hx)
+        assert response.status_code == 403, path
+        assert "HTTP 401 from the LLM server" not in response.content.decode()
+        assert "&lt;script&gt;" not in response.content.decode()
+    assert "Runs</a>" not in client.get(reverse("review:queue")).content.decode()
+
+
+def test_run_pages_are_open_to_holders_of_the_view_permission(client, user):
+    user.user_permissions.add(Permission.objects.get(codename="view_generationrun"))
+    client.force_login(user)
+    assert client.get(make_run().get_absolute_url()).status_code == 200
 
 
 def test_run_list(client, reviewer, django_assert_max_num_queries):
     runs = [make_run() for _ in range(3)]
     client.force_login(reviewer)
-    with django_assert_max_num_queries(6):
+    with django_assert_max_num_queries(7):
         response = client.get(reverse("generation:run_list"))
     assert response.status_code == 200
     for run in runs:

@@ -13,6 +13,7 @@ except ImportError:  # the browser marker reports it (skip, or fail in CI)
 
 from review.models import DialogueReview, Flag
 from tests.factories import UserFactory, dialogue_with_turns
+from tests.review.helpers import url
 from tests.tooling.browser import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -44,7 +45,7 @@ def test_expert_reviews_a_dialogue_end_to_end(live_server, new_tab):
 
     # Review next: claims the dialogue and swaps it in without a reload.
     page.get_by_role("button", name=re.compile("^Review next")).click()
-    page.wait_for_url(f"{live_server.url}{dialogue.get_absolute_url()}")
+    page.wait_for_url(f"{live_server.url}{url('dialogue', dialogue)}")
     article = page.locator(f"#turn-{turn.pk}")
     article.locator(".katex").first.wait_for()  # the maths is typeset, not raw TeX
     assert "You hold this dialogue" in page.locator("#panel").inner_text()
@@ -95,7 +96,7 @@ def test_keyboard_shortcuts(live_server, new_tab):
     tab = new_tab()
     page = tab.page
     log_in(tab, live_server.url, "kb")
-    page.goto(f"{live_server.url}{dialogue.get_absolute_url()}")
+    page.goto(f"{live_server.url}{url('dialogue', dialogue)}")
     page.keyboard.press("?")
     page.locator("dialog#shortcuts").wait_for()
     page.keyboard.press("Escape")
@@ -126,7 +127,7 @@ def test_second_context_editing_the_same_turn_gets_the_conflict(live_server, new
     first, second = new_tab(), new_tab()
     for tab in (first, second):
         log_in(tab, live_server.url, "dr_a")
-        tab.page.goto(f"{live_server.url}{dialogue.get_absolute_url()}")
+        tab.page.goto(f"{live_server.url}{url('dialogue', dialogue)}")
         tab.page.locator(f"#turn-{turn.pk}").get_by_role("link", name="Edit").click()
         expect(tab.page.locator(f"#turn-{turn.pk} textarea")).to_be_focused()
 
@@ -154,3 +155,90 @@ def test_plain_user_sees_the_access_page(live_server, new_tab):
     page.get_by_label("Password").fill("pw")
     page.get_by_role("button", name="Log in").click()
     page.get_by_text("ask an admin for reviewer access").wait_for()
+
+
+def test_escape_closes_the_reject_panel(live_server, new_tab):
+    UserFactory(reviewer=True, username="esc")
+    dialogue, _ = _maths_dialogue()
+    tab = new_tab()
+    page = tab.page
+    log_in(tab, live_server.url, "esc")
+    page.goto(f"{live_server.url}{url('dialogue', dialogue)}")
+    reason = page.locator("#reject-reason")
+    page.keyboard.press("r")
+    expect(reason).to_be_focused()
+    reason.fill("Half a thought")
+    page.keyboard.press("Escape")
+    expect(reason).to_be_hidden()
+    expect(page.locator("#reject > summary")).to_be_focused()  # the keyboard stays in place
+    # Opened with the mouse, it closes with Escape too, wherever the focus is.
+    page.locator("#reject > summary").click()
+    expect(reason).to_be_visible()
+    page.locator("h1").click()
+    page.keyboard.press("Escape")
+    expect(reason).to_be_hidden()
+    assert DialogueReview.objects.filter(pk=dialogue.pk, status="rejected").count() == 0
+
+
+def test_back_after_approve_shows_the_page_as_it_is_now(live_server, new_tab):
+    """Neither the browser's cache nor htmx's history snapshot may bring back a page as it
+    was before the reviewer acted on it."""
+    UserFactory(reviewer=True, username="back")
+    dialogue, _ = _maths_dialogue()
+    tab = new_tab()
+    page = tab.page
+    log_in(tab, live_server.url, "back")
+    awaiting = page.locator(".tab", has_text="Awaiting review").locator(".count")
+    expect(awaiting).to_have_text("1")
+
+    # From the queue, Review next (htmx, pushes the dialogue's address), then Approve.
+    page.get_by_role("button", name=re.compile("^Review next")).click()
+    page.wait_for_url(f"{live_server.url}{url('dialogue', dialogue)}")
+    page.get_by_role("button", name=re.compile("^Approve")).click()
+    page.locator("#panel .badge.ok").wait_for()
+    page.go_back()
+    page.wait_for_url(f"{live_server.url}/review/")
+    expect(awaiting).to_have_text("0")
+
+    # A full page load of the dialogue, approve... reopen it, leave, come back.
+    page.goto(f"{live_server.url}{url('dialogue', dialogue)}")
+    page.locator("#reopen > summary").click()
+    page.locator("#reopen-reason").fill("Second look")
+    page.get_by_role("button", name="Reopen", exact=True).click()
+    page.locator("#approve-button").wait_for()
+    page.get_by_role("link", name="Review queue").first.click()
+    page.wait_for_url(f"{live_server.url}/review/")
+    page.go_back()
+    page.wait_for_url(f"{live_server.url}{url('dialogue', dialogue)}")
+    expect(page.locator("#panel .panel-status")).to_contain_text("In review")
+    assert page.locator("#approve-button").count() == 1
+
+
+def test_scripts_cannot_read_the_csrf_cookie_and_htmx_still_posts(live_server, new_tab):
+    UserFactory(reviewer=True, username="cookie")
+    dialogue, _ = _maths_dialogue()
+    tab = new_tab()
+    page = tab.page
+    log_in(tab, live_server.url, "cookie")
+    page.goto(f"{live_server.url}{url('dialogue', dialogue)}")
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    assert cookies["csrftoken"]["httpOnly"] is True
+    assert "csrftoken" not in page.evaluate("document.cookie")
+    page.get_by_role("button", name=re.compile("^Approve")).click()  # htmx, token in a header
+    page.locator("#panel .badge.ok").wait_for()
+    assert DialogueReview.objects.get(pk=dialogue.pk).status == "approved"
+
+
+def test_saving_an_unchanged_correction_says_so(live_server, new_tab):
+    UserFactory(reviewer=True, username="same")
+    dialogue, turn = _maths_dialogue()
+    tab = new_tab()
+    page = tab.page
+    log_in(tab, live_server.url, "same")
+    page.goto(f"{live_server.url}{url('dialogue', dialogue)}")
+    article = page.locator(f"#turn-{turn.pk}")
+    article.get_by_role("link", name="Edit").click()
+    expect(article.locator("textarea")).to_be_focused()
+    article.get_by_role("button", name="Save").click()
+    expect(article.get_by_role("status")).to_contain_text("Nothing changed")
+    expect(article.locator("textarea")).to_be_visible()

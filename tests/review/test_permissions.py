@@ -18,7 +18,7 @@ def _review_endpoints(dialogue):
     flag = Flag.objects.create(turn=turn, category="tone")
     get = [
         reverse("review:queue"),
-        dialogue.get_absolute_url(),
+        url("dialogue", dialogue),
         url("progress", dialogue),
         url("reject", dialogue),
         url("turn", dialogue, turn),
@@ -60,7 +60,7 @@ def test_user_without_reviewer_group_gets_a_polite_403_everywhere(client, user, 
 def test_staff_without_the_group_may_review(client, dialogue):
     staff = UserFactory(is_staff=True)
     client.force_login(staff)
-    assert client.get(dialogue.get_absolute_url()).status_code == 200
+    assert client.get(url("dialogue", dialogue)).status_code == 200
 
 
 def test_unknown_and_foreign_ids_are_404(rclient, dialogue):
@@ -106,5 +106,5 @@ def test_missing_csrf_token_is_403(reviewer, dialogue):
 
 def test_wrong_methods_are_405(rclient, dialogue):
     assert rclient.get(url("approve", dialogue)).status_code == 405
-    assert rclient.post(dialogue.get_absolute_url()).status_code == 405
+    assert rclient.post(url("dialogue", dialogue)).status_code == 405
     assert rclient.get(reverse("review:next")).status_code == 405

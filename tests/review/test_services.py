@@ -394,12 +394,13 @@ def test_regenerate_discards_later_turns_and_continues(
 
 
 def test_regenerate_refused_while_the_model_is_writing(reviewer, monkeypatch):
-    from generation import services as generation_services
+    from generation.services import GenerationBusy
+    from review.services import turns
 
     def busy(**kwargs):
-        raise generation_services.GenerationBusy("busy")
+        raise GenerationBusy("busy")
 
-    monkeypatch.setattr(generation_services, "dialogue_regenerate_from", busy)
+    monkeypatch.setattr(turns, "dialogue_regenerate_from", busy)
     dialogue = dialogue_with_turns(3)
     with pytest.raises(services.ReviewError, match="right now"):
         services.dialogue_regenerate(

@@ -20,7 +20,7 @@ def test_login_page_needs_no_login_and_everything_else_does(client, dialogue):
     response = client.get(reverse("login"))
     assert response.status_code == 200
     assert b"Log in to synthreview" in response.content
-    for path in (reverse("review:queue"), dialogue.get_absolute_url()):
+    for path in (reverse("review:queue"), url("dialogue", dialogue)):
         response = client.get(path)
         assert response.status_code == 302 and response["Location"].startswith("/login/")
     assert client.get(reverse("review:healthz")).status_code == 200
@@ -65,7 +65,7 @@ def test_dialogue_page_shows_transcript_roles_prompts_warnings_and_demo_label(rc
     turn = turn_of(dialogue, 0)
     turn.warnings = ["truncated", "role_flip"]
     turn.save()
-    body = rclient.get(dialogue.get_absolute_url()).content.decode()
+    body = rclient.get(url("dialogue", dialogue)).content.decode()
     assert "Teacher" in body and "Student" in body
     assert "You are a patient maths teacher." in body  # system prompts (collapsible)
     assert 'class="role role-assistant"' in body and 'class="role role-user"' in body
@@ -79,7 +79,7 @@ def test_turn_with_script_is_shown_as_text(rclient, dialogue):
     turn = turn_of(dialogue)
     turn.text = '<script>alert("x")</script> <a href="javascript:alert(1)" hx-get="/review/next/">l</a> <img src=x onerror=alert(1)>'
     turn.save()
-    body = rclient.get(dialogue.get_absolute_url()).content.decode()
+    body = rclient.get(url("dialogue", dialogue)).content.decode()
     assert "&lt;script&gt;alert(" in body
     assert '<script>alert("x")' not in body
     # Present only as escaped text, never as live markup.
@@ -126,7 +126,27 @@ def test_save_correction_plain_post_redirects_back_to_the_turn(rclient, dialogue
     turn = turn_of(dialogue)
     response = rclient.post(url("turn_edit", dialogue, turn), {"text": "Changed", "version": 1})
     assert response.status_code == 302
-    assert response["Location"].endswith(f"{dialogue.get_absolute_url()}#turn-{turn.pk}")
+    assert response["Location"].endswith(f"{url('dialogue', dialogue)}#turn-{turn.pk}")
+
+
+@pytest.mark.parametrize("headers", [HX, {}], ids=["htmx", "plain"])
+def test_saving_an_unchanged_correction_says_nothing_changed(rclient, dialogue, headers):
+    turn = turn_of(dialogue)
+    turn.text = turn.original_text = "Line one.\nLine two."
+    turn.save()
+    # What a browser posts back for an untouched box: the same text with CRLF line endings.
+    response = rclient.post(
+        url("turn_edit", dialogue, turn), {"text": "Line one.\r\nLine two.", "version": 1},
+        **headers,
+    )  # fmt: skip
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "Nothing changed: the text is the same as the saved version." in body
+    assert f'id="edit-{turn.pk}"' in body  # the editor stays open
+    turn.refresh_from_db()
+    assert turn.version == 1 and not turn.revisions.exists()
+    review = DialogueReview.objects.get(pk=dialogue.pk)
+    assert review.claim_is_active()  # saving still renews the claim
 
 
 def test_conflicting_save_shows_their_version_and_keeps_mine(rclient, dialogue):
@@ -164,7 +184,7 @@ def test_html_correction_is_shown_escaped(rclient, dialogue):
     rclient.post(
         url("turn_edit", dialogue, turn), {"text": "<script>alert(1)</script>", "version": 1}
     )
-    body = rclient.get(dialogue.get_absolute_url()).content.decode()
+    body = rclient.get(url("dialogue", dialogue)).content.decode()
     assert "<script>alert(1)</script>" not in body
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
 
@@ -264,7 +284,7 @@ def test_approve_with_open_flag_is_refused_with_a_message(rclient, dialogue):
 def test_dialogue_held_by_someone_else_shows_holder_and_refuses_actions(rclient, dialogue):
     holder = UserFactory(reviewer=True, username="dr_jones")
     services.review_claim_next(actor=holder)
-    body = rclient.get(dialogue.get_absolute_url()).content.decode()
+    body = rclient.get(url("dialogue", dialogue)).content.decode()
     assert "dr_jones" in body and "is reviewing this dialogue" in body
     assert 'data-action="edit"' not in body
     turn = turn_of(dialogue)
@@ -278,7 +298,7 @@ def test_staff_can_release_a_claim_from_the_page(client, dialogue, admin_user):
     holder = UserFactory(reviewer=True)
     services.review_claim_next(actor=holder)
     client.force_login(admin_user)
-    assert "Release claim" in client.get(dialogue.get_absolute_url()).content.decode()
+    assert "Release claim" in client.get(url("dialogue", dialogue)).content.decode()
     response = client.post(url("release", dialogue), **HX)
     assert response.status_code == 200
     assert DialogueReview.objects.get(pk=dialogue.pk).claimed_by is None
@@ -286,10 +306,10 @@ def test_staff_can_release_a_claim_from_the_page(client, dialogue, admin_user):
 
 def test_review_next_redirects_or_swaps_main(rclient, dialogue):
     response = rclient.post(reverse("review:next"))
-    assert response.status_code == 302 and response["Location"] == dialogue.get_absolute_url()
+    assert response.status_code == 302 and response["Location"] == url("dialogue", dialogue)
     response = rclient.post(reverse("review:next"), **HX)
     location = json.loads(response["HX-Location"])
-    assert location["path"] == dialogue.get_absolute_url() and location["target"] == "#main"
+    assert location["path"] == url("dialogue", dialogue) and location["target"] == "#main"
 
 
 def test_review_next_with_nothing_left_goes_back_to_the_queue(rclient):
@@ -298,7 +318,7 @@ def test_review_next_with_nothing_left_goes_back_to_the_queue(rclient):
 
 
 def test_pages_send_a_strict_content_security_policy(rclient, dialogue):
-    response = rclient.get(dialogue.get_absolute_url())
+    response = rclient.get(url("dialogue", dialogue))
     policy = response["Content-Security-Policy"]
     assert "script-src 'self'" in policy
     assert "unsafe-inline" not in policy and "unsafe-eval" not in policy

@@ -1,5 +1,8 @@
 """`manage.py seed_demo`: example scenarios, the demo/demo login and one demo run each.
 
+It lives in review because the demo login is a reviewer (and staff); the scenarios and runs
+come from generation's services.
+
 Idempotent and quick on re-run: scenarios are upserted, the user is updated in place, and the
 demo runs are only created when no run exists at all. Runs are generated in-process with the
 offline demo provider, whatever LLM settings are present, since the demo has no broker.
@@ -7,13 +10,13 @@ offline demo provider, whatever LLM settings are present, since the demo has no 
 
 from __future__ import annotations
 
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandParser
 from django.test.utils import override_settings
 
 from generation import services
 from generation.models import GenerationRun
-from review.models import REVIEWER_GROUP
+from review.permissions import reviewer_group_setup
 
 
 class Command(BaseCommand):
@@ -29,8 +32,7 @@ class Command(BaseCommand):
         if created or not user.check_password("demo"):
             user.set_password("demo")
         user.save()
-        group, _ = Group.objects.get_or_create(name=REVIEWER_GROUP)
-        user.groups.add(group)
+        user.groups.add(reviewer_group_setup())
         self.stdout.write(f"Scenarios: {', '.join(s.slug for s in scenarios)}; login demo/demo.")
         if GenerationRun.objects.exists():
             self.stdout.write("Runs exist already: no demo runs created.")

@@ -1,0 +1,42 @@
+"""Every write of the review screens, one transaction each: claims, turn edits, verdicts.
+
+Import the public names from here; each lives in the module named beside it.
+"""
+
+from __future__ import annotations
+
+from .claims import claim_deadline, review_claim_next, review_for, review_release, reviews_release
+from .errors import (
+    ClaimedByOther,
+    DialogueConflict,
+    InvalidInput,
+    NotAllowed,
+    NothingChanged,
+    ReviewError,
+    TurnConflict,
+)
+from .turns import dialogue_regenerate, flag_dismiss, turn_correct, turn_flag, turn_revert
+from .verdicts import dialogue_approve, dialogue_reject, dialogue_reopen
+
+__all__ = [
+    "ClaimedByOther",
+    "DialogueConflict",
+    "InvalidInput",
+    "NotAllowed",
+    "NothingChanged",
+    "ReviewError",
+    "TurnConflict",
+    "claim_deadline",
+    "dialogue_approve",
+    "dialogue_regenerate",
+    "dialogue_reject",
+    "dialogue_reopen",
+    "flag_dismiss",
+    "review_claim_next",
+    "review_for",
+    "review_release",
+    "reviews_release",
+    "turn_correct",
+    "turn_flag",
+    "turn_revert",
+]
