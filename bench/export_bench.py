@@ -1,19 +1,23 @@
-"""Export benchmark: 100,000 approved dialogues x 10 turns (1M turns) from PostgreSQL.
+"""Export benchmark: 100,000 approved dialogues x 10 turns (1M turns) from PostgreSQL, measured
+the way a user runs it: whole processes, alternating with the floor.
 
     SECRET_KEY=x DATABASE_URL=postgres://postgres@127.0.0.1:5432/exp_bench \\
-        .venv/bin/python bench/export_bench.py [--dialogues 100000] [--turns 10] [--reseed]
+        flock /tmp/bench.lock .venv/bin/python bench/export_bench.py [--dialogues 100000] \\
+        [--turns 10] [--reseed] [--code DIR]
 
 The database named by DATABASE_URL is created if missing, migrated and seeded with COPY (the
-seed is reused on later runs unless --reseed). Reported, in one run:
+seed is reused on later runs unless --reseed). For each case (`openai` over the first 10% of
+the dialogues, then `openai`, `sharegpt`, `dpo` and `openai --scrub-pii` over all of them), in
+turn, `REPEATS` times:
 
-- the floor: PostgreSQL COPY of the same turn rows (approved dialogues' live turns, in export
-  order) to a file, both server-side (`COPY ... TO 'file'`) and through the client
-  (`COPY ... TO STDOUT` written by psycopg);
-- `export_write` wall time for each format over all dialogues, and the ratio to each floor:
-  each export runs 3 times, each time right after a measure of the floor (the machine's speed
-  drifts over a run), and the best export is compared with the best of its floors;
-- peak RSS of each export, measured in a fresh child process, at 10% and 100% of the dialogues
-  (flat memory means both peaks are about the same).
+- the floor: `psql -c "COPY (...) TO STDOUT" > file` of the same turn rows (approved dialogues'
+  live turns, in export order: the export's query);
+- `manage.py export_dataset --format ... --output file` of the checkout in --code (this one by
+  default; point it at a `git worktree` of another commit to measure that code on the same
+  data and machine), its wall time and its peak RSS (`wait4`).
+
+Reported per case: the best export over the best floor (the machine's speed drifts, so each
+export is compared with floors taken beside it), and the worst peak RSS.
 
 Use a database of its own: the seed is large and the run drops nothing else.
 """
@@ -21,10 +25,8 @@ Use a database of its own: the seed is large and the run drops nothing else.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -194,93 +196,62 @@ def seed(n_dialogues: int, n_turns: int) -> dict:
     return {"runs": [r.pk for r in runs], "scenario": scenario.slug}
 
 
-def _floor_sql(run_ids: list[int] | None) -> tuple[str, list]:
+def _floor_sql() -> str:
+    """The export's own turn query, as one SQL string psql can run."""
+    from django.db import connection
+
     from generation.models import Turn
     from review.export import ExportFilters, dialogues_exportable
 
-    dialogues = dialogues_exportable(ExportFilters(run_ids=tuple(run_ids or ())))
+    dialogues = dialogues_exportable(ExportFilters())
     turns = (
         Turn.objects.filter(dialogue__in=dialogues.values("pk"), discarded_at__isnull=True)
         .order_by("dialogue_id", "position", "pk")
         .values_list("dialogue_id", "dialogue__scenario_id", "side", "text", "model")
     )
-    return turns.query.sql_with_params()
+    sql, params = turns.query.sql_with_params()
+    with connection.cursor() as cursor:
+        return cursor.cursor.mogrify(sql, params)
 
 
-def copy_floor(run_ids: list[int] | None, out_dir: Path) -> dict:
-    from django.db import connection
-
-    sql, params = _floor_sql(run_ids)
-    with connection.cursor() as django_cursor:
-        cursor = django_cursor.cursor
-        query = cursor.mogrify(sql, params)
-        server_file = Path(tempfile.gettempdir()) / f"synthreview-bench-floor-{os.getpid()}.copy"
+def _timed(cmd: list[str], out: Path, **kwargs) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one process writing its stdout to `out`."""
+    with open(out, "wb") as stdout:
         start = time.perf_counter()
-        cursor.execute(f"COPY ({query}) TO '{server_file}'")
-        server = time.perf_counter() - start
-        size = server_file.stat().st_size
-        server_file.unlink()
-        start = time.perf_counter()
-        with (
-            open(out_dir / "floor.copy", "wb") as out,
-            cursor.copy(f"COPY ({query}) TO STDOUT") as copy,
-        ):
-            for block in copy:
-                out.write(block)
-        client = time.perf_counter() - start
-    return {"server_s": server, "client_s": client, "bytes": size}
+        process = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, **kwargs)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        sys.exit(f"{' '.join(cmd)} failed ({process.returncode}):\n{stderr}")
+    return wall, usage.ru_maxrss / 1024
 
 
-def child(fmt: str, run_ids: list[int] | None, out: str, scrub: bool) -> None:
-    import django
-
-    django.setup()
-    from review.export import ExportFilters, ExportOptions, export_write
-
-    start = time.perf_counter()
-    result = export_write(
-        filters=ExportFilters(run_ids=tuple(run_ids or ())),
-        options=ExportOptions(fmt, include_system=True, scrub_pii=scrub),
-        path=Path(out),
-    )
-    wall = time.perf_counter() - start
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(
-        json.dumps(
-            {
-                "wall_s": wall,
-                "peak_rss_mb": peak_kb / 1024,
-                "records": result.manifest["counts"]["records"],
-                "dialogues": result.manifest["counts"]["dialogues_written"],
-                "bytes": Path(out).stat().st_size,
-                "pii_dialogues": result.manifest["pii"]["dialogues_with_pii"],
-            }
-        )
-    )
+def copy_floor(url: str, sql: str, out: Path) -> float:
+    return _timed(["psql", url, "-X", "-q", "-c", f"COPY ({sql}) TO STDOUT"], out)[0]
 
 
-def run_child(
-    fmt: str, run_ids: list[int] | None, out: Path, *, scrub: bool = False, floor_dir: Path
-) -> dict:
-    """One export in a fresh process (clean peak RSS), `REPEATS` times, each right after a
-    measure of the COPY floor: the machine's speed drifts over a run, so each export is
-    compared with floors taken beside it. Best of each; the peak RSS is the worst."""
-    cmd = [sys.executable, __file__, "--child", fmt, "--out", str(out)]
-    if run_ids:
-        cmd += ["--runs", ",".join(map(str, run_ids))]
-    if scrub:
-        cmd.append("--scrub")
-    results, floors = [], []
+def export_process(code: Path, args: list[str], out: Path, media: Path) -> tuple[float, float]:
+    env = {**os.environ, "SYNTHREVIEW_ENV_FILE": "", "MEDIA_ROOT": str(media)}
+    cmd = [sys.executable, str(code / "manage.py"), "export_dataset", *args, "--output", str(out)]
+    wall, rss = _timed(cmd, out.with_suffix(".stdout"), cwd=code, env=env)
+    return wall, rss
+
+
+def run_case(url: str, sql: str, code: Path, args: list[str], tmp: Path) -> dict:
+    """`REPEATS` pairs of (floor, export); the best of each, the worst peak RSS."""
+    floors, walls, peaks = [], [], []
     for _ in range(REPEATS):
-        floors.append(copy_floor(None, floor_dir))
-        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        out.unlink()
-    best = min(results, key=lambda r: r["wall_s"])
-    best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
-    best["server_s"] = min(f["server_s"] for f in floors)
-    best["client_s"] = min(f["client_s"] for f in floors)
-    return best
+        floors.append(copy_floor(url, sql, tmp / "floor.copy"))
+        media = tmp / "media"
+        wall, rss = export_process(code, args, tmp / "out.jsonl", media)
+        walls.append(wall)
+        peaks.append(rss)
+        size = (tmp / "out.jsonl").stat().st_size
+        for path in [*tmp.glob("out*"), *media.rglob("*.json*")]:
+            path.unlink()
+    return {"floor": min(floors), "wall": min(walls), "rss": max(peaks), "bytes": size}
 
 
 def main() -> None:
@@ -288,19 +259,36 @@ def main() -> None:
     parser.add_argument("--dialogues", type=int, default=100_000)
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--reseed", action="store_true")
-    parser.add_argument("--child")
-    parser.add_argument("--runs")
-    parser.add_argument("--out")
-    parser.add_argument("--scrub", action="store_true")
+    parser.add_argument("--code", type=Path, default=ROOT, help="The checkout to measure.")
     args = parser.parse_args()
-    run_ids = [int(x) for x in args.runs.split(",")] if args.runs else None
-    if args.child:
-        child(args.child, run_ids, args.out, args.scrub)
-        return
 
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith(("postgres://", "postgresql://")):
         sys.exit("Set DATABASE_URL to a PostgreSQL database of its own (it is seeded).")
+    runs = _prepare(url, args)
+    sql = _floor_sql()
+    code = args.code.resolve()
+    cases = [(["--format", "openai", "--run", str(runs[0])], "openai 10k")]
+    cases += [(["--format", fmt], fmt) for fmt in ("openai", "sharegpt", "dpo")]
+    cases += [(["--format", "openai", "--scrub-pii"], "openai --scrub-pii")]
+    print(f"code {code}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("| case | size | COPY floor | export | ratio | peak RSS |")
+    print("|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="synthreview-bench-") as tmp:
+        copy_floor(url, sql, Path(tmp) / "floor.copy")  # warm the cache for both
+        for case_args, label in cases:
+            result = run_case(url, sql, code, case_args, Path(tmp))
+            print(
+                f"| {label} | {result['bytes'] / 1e6:.0f} MB | {result['floor']:.2f} s "
+                f"| {result['wall']:.2f} s | {result['wall'] / result['floor']:.2f}x "
+                f"| {result['rss']:.0f} MB |",
+                flush=True,
+            )
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def _prepare(url: str, args: argparse.Namespace) -> list[int]:
+    """Create, migrate and seed the benchmark database as needed; the two runs' ids."""
     # The benchmark database is disposable: recreated on --reseed, or when its schema no longer
     # migrates (migrations regenerated since it was seeded).
     _database_ensure(url, recreate=args.reseed)
@@ -330,44 +318,12 @@ def main() -> None:
     if scenario is None:
         start = time.perf_counter()
         seed(args.dialogues, args.turns)
-        print(
-            f"seeded {args.dialogues} dialogues x {args.turns} turns in {time.perf_counter() - start:.1f}s"
-        )
-    runs = list(
+        print(f"seeded {args.dialogues} x {args.turns} turns in {time.perf_counter() - start:.0f}s")
+    return list(
         GenerationRun.objects.filter(scenario__slug="bench-trig")
         .order_by("pk")
         .values_list("pk", flat=True)
     )
-    n_turns = args.dialogues * args.turns
-    with tempfile.TemporaryDirectory(prefix="synthreview-bench-") as tmp:
-        out_dir = Path(tmp)
-        copy_floor(None, out_dir)  # warm the cache so the floor and exports read the same way
-        size = copy_floor(None, out_dir)["bytes"]
-        print(f"COPY floor: {n_turns} rows, {size / 1e6:.0f} MB")
-        rows = []
-        cases = [("openai", runs[:1], False), ("openai", None, False)]
-        cases += [("sharegpt", None, False), ("dpo", None, False), ("openai", None, True)]
-        for fmt, run_ids, scrub in cases:
-            result = run_child(
-                fmt, run_ids, out_dir / f"{fmt}.jsonl", scrub=scrub, floor_dir=out_dir
-            )
-            server, client = result["server_s"], result["client_s"]
-            label = fmt + (" --scrub-pii" if scrub else "")
-            rows.append(
-                f"| {label} | {result['dialogues']:,} | {result['records']:,} | "
-                f"{result['bytes'] / 1e6:.0f} MB | {server:.2f} s / {client:.2f} s | "
-                f"{result['wall_s']:.2f} s | "
-                f"{result['wall_s'] / server:.2f}x | {result['wall_s'] / client:.2f}x | "
-                f"{result['peak_rss_mb']:.0f} MB | {result['pii_dialogues']:,} |"
-            )
-            print(rows[-1], flush=True)
-        print()
-        print(
-            "| format | dialogues | records | size | COPY floor server / client | wall "
-            "| / server COPY | / client COPY | peak RSS | dialogues with PII |"
-        )
-        print("|---|---|---|---|---|---|---|---|---|---|")
-        print("\n".join(rows))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from django.db import connection
 
 from generation.models import Side, Turn
 from review import export, pii
+from review.export import writer
 from review.models import DatasetExport, DialogueReview, TurnRevision
 from review.services import dialogue_approve, review_for, turn_correct
 from tests.factories import (
@@ -371,25 +372,47 @@ def test_pii_scrub_covers_dpo_originals(tmp_path):
     assert result.manifest["pii"]["replacements"]["EMAIL"] == 1
 
 
-@pytest.mark.parametrize("text", [text for text, _ in POSITIVE])
-def test_pii_prefilter_never_misses_what_pii_finds(text):
+# A dotted phone number with a long middle group, and IPv4 at its shortest.
+PII_EDGES = ["Call 0123.45678.90 now", "dns 8.8.8.8", "Phone 0123..4567890"]
+
+
+@pytest.mark.parametrize("text", [text for text, _ in POSITIVE] + PII_EDGES)
+def test_pii_gate_never_misses_what_pii_finds(text):
+    """The export checks a whole dialogue with `pii.could_contain` before counting per text."""
     assert pii.find(text)
-    assert export._may_contain_pii(text)
-    assert export._may_contain_pii(json.dumps(text, ensure_ascii=False))
-    assert export._may_contain_pii(f"Some words first.\n{text}\nThen more.")
+    assert pii.could_contain(text)
+    assert pii.could_contain(f"Some words first.\n{text}\nThen more.")
 
 
 @pytest.mark.parametrize(
-    "text", ["The answer is 0.70711, i.e. sqrt(2)/2.", "sin 30° = 1/2 and 12 + 34 = 46."]
+    "text",
+    [
+        "The answer is 0.70711, i.e. sqrt(2)/2.",
+        "sin 30° = 1/2 and 12 + 34 = 46.",
+        "So 37 + 2 = 44, about 0.69814.\nThe cosine of sixty degrees is 0.5.",
+    ],
 )
-def test_pii_prefilter_lets_ordinary_maths_through(text):
-    assert not export._may_contain_pii(text)
+def test_pii_gate_lets_ordinary_maths_through(text):
+    assert not pii.could_contain(text)
+
+
+def test_lines_are_encoded_as_the_stdlib_would():
+    """orjson writes the bytes of json.dumps(ensure_ascii=False, separators=(",", ":"))."""
+    import orjson
+
+    texts = ["".join(map(chr, range(start, start + 256))) for start in range(0, 0xD800, 256)]
+    texts += ["\U0001f600\U0001d518\U0010fffd", "e\u0301\u2028\u2029\x7f"]
+    for text in texts:
+        data = {"messages": [{"role": "user", "content": text}]}
+        expected = json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
+        assert orjson.dumps(data, option=orjson.OPT_APPEND_NEWLINE) == expected.encode()
 
 
 def test_query_count_does_not_grow_with_the_data(
     tmp_path, monkeypatch, django_assert_max_num_queries
 ):
-    monkeypatch.setattr(export, "CHUNK_SIZE", 7)  # many fetches per export
+    monkeypatch.setattr(writer, "CHUNK_SIZE", 7)  # many fetches per export
+    monkeypatch.setattr(writer, "PROGRESS_EVERY", 3)  # many blocks written
     approved()
     with django_assert_max_num_queries(6):
         run_export(tmp_path, name="small.jsonl")
@@ -404,7 +427,7 @@ def test_write_failure_leaves_no_file_and_records_the_failure(tmp_path, monkeypa
     settings.MEDIA_ROOT = str(tmp_path)
     for _ in range(3):
         approved()
-    monkeypatch.setattr(export, "_WRITE_BUFFER_BYTES", 1)
+    monkeypatch.setattr(writer, "PROGRESS_EVERY", 1)  # one block per dialogue
     calls = []
 
     def disk_full(self, data):
@@ -471,7 +494,7 @@ def test_export_reads_one_snapshot(tmp_path, monkeypatch):
     first = approved()
     late = dialogue_with_turns()
     turn = first.turns.get(position=0)
-    original_prompts = export._system_prompts
+    original_prompts = writer._system_prompts
 
     def edit_concurrently(scenario_ids):
         prompts = original_prompts(scenario_ids)  # after the counts, before the turns
@@ -486,12 +509,12 @@ def test_export_reads_one_snapshot(tmp_path, monkeypatch):
         thread.join()
         return prompts
 
-    monkeypatch.setattr(export, "_system_prompts", edit_concurrently)
+    monkeypatch.setattr(writer, "_system_prompts", edit_concurrently)
     result, lines = run_export(tmp_path, name="during.jsonl")
     assert len(lines) == 1 == result.manifest["counts"]["dialogues_approved"]
     assert "edited during the export" not in result.path.read_text()
 
-    monkeypatch.setattr(export, "_system_prompts", original_prompts)
+    monkeypatch.setattr(writer, "_system_prompts", original_prompts)
     _, after = run_export(tmp_path, name="after.jsonl")
     assert len(after) == 2
     assert "edited during the export" in (tmp_path / "after.jsonl").read_text()
@@ -501,8 +524,8 @@ def test_export_reads_one_snapshot(tmp_path, monkeypatch):
 @pytest.mark.django_db(transaction=True)
 def test_progress_is_visible_to_other_connections_while_running(tmp_path, settings, monkeypatch):
     settings.MEDIA_ROOT = str(tmp_path)
-    monkeypatch.setattr(export, "PROGRESS_EVERY", 1)
-    monkeypatch.setattr(export, "CHUNK_SIZE", 1)  # one dialogue per block: progress each
+    monkeypatch.setattr(writer, "PROGRESS_EVERY", 1)
+    monkeypatch.setattr(writer, "CHUNK_SIZE", 1)
     for _ in range(3):
         approved()
     record = export.dataset_export_create(
@@ -529,14 +552,14 @@ def test_progress_is_visible_to_other_connections_while_running(tmp_path, settin
 
 def test_failed_rename_leaves_neither_file(tmp_path, monkeypatch):
     approved()
-    real_replace = export.os.replace
+    real_replace = writer.os.replace
 
     def replace(src, dst):
         if str(dst).endswith(".jsonl"):
             raise OSError(errno.EACCES, "Permission denied", str(dst))
         real_replace(src, dst)
 
-    monkeypatch.setattr(export.os, "replace", replace)
+    monkeypatch.setattr(writer.os, "replace", replace)
     with pytest.raises(OSError):
         run_export(tmp_path)
     assert list(tmp_path.iterdir()) == []
@@ -559,3 +582,34 @@ def test_manifest_breaks_down_per_scenario_and_model(tmp_path):
         "gpt-b": {"assistant_turns": 2, "dialogues": 1},
         "unknown": {"assistant_turns": 1, "dialogues": 1},
     }
+
+
+def test_skipped_dialogues_are_counted_by_why_they_are_not_approved(tmp_path):
+    """Not approved is three different things: awaiting a reviewer, rejected, or never
+    completed (failed, cancelled, still generating: nothing a reviewer could approve)."""
+    from generation.models import Dialogue
+
+    run = RunFactory()
+    approved(run=run)
+    dialogue_with_turns(run=run)  # complete, no review yet
+    DialogueReview.objects.create(dialogue=dialogue_with_turns(run=run), status="pending")
+    DialogueReview.objects.create(dialogue=dialogue_with_turns(run=run), status="rejected")
+    for status in (Dialogue.Status.FAILED, Dialogue.Status.CANCELLED, Dialogue.Status.GENERATING):
+        dialogue_with_turns(run=run, status=status)
+
+    counts = export.selection_breakdown(export.ExportFilters(run_ids=(run.pk,)))
+    assert counts == export.SelectionCounts(
+        approved=1, awaiting_review=2, rejected=1, not_complete=3
+    )
+    assert export.selection_counts(export.ExportFilters(run_ids=(run.pk,))) == (1, 6)
+    assert counts.skipped_summary() == (
+        "6 skipped: 2 awaiting review, 1 rejected, "
+        "3 not complete (failed, cancelled or still generating)"
+    )
+    result, _ = run_export(tmp_path, run_ids=(run.pk,))
+    manifest_counts = result.manifest["counts"]
+    assert manifest_counts["dialogues_selected"] == 7
+    assert manifest_counts["dialogues_skipped_not_approved"] == 6
+    assert manifest_counts["dialogues_skipped_awaiting_review"] == 2
+    assert manifest_counts["dialogues_skipped_rejected"] == 1
+    assert manifest_counts["dialogues_skipped_not_complete"] == 3

@@ -4,6 +4,7 @@ exports, progress polling, download, and the export task."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
+from generation.models import Dialogue
 from review import export
 from review.models import DatasetExport, DialogueReview
 from review.tasks import run_dataset_export
@@ -262,17 +264,75 @@ def test_deleting_an_export_removes_its_files(staff_client, media):
     assert not path.exists() and not export.manifest_path_for(path).exists()
 
 
-def test_select_across_exports_every_matching_dialogue(staff_client):
+def hidden_inputs(html: str) -> list[tuple[str, str]]:
+    """The hidden fields of a page's forms, as a browser would post them back."""
+    return re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html)
+
+
+def confirm(client, url: str, page, **fields):
+    """Submit the confirmation page's form the way the browser does: its hidden fields, the
+    chosen options and the Export button, to the address the page was shown at."""
+    data: dict[str, list[str]] = {}
+    for name, value in hidden_inputs(page.content.decode()):
+        data.setdefault(name, []).append(value)
+    data.pop("csrfmiddlewaretoken", None)
+    return client.post(url, {**data, **fields, "apply": "Export"})
+
+
+def test_select_all_then_export_exports_the_whole_list_and_records_the_filter(staff_client):
+    """Admin › Dialogues › tick all › "Select all N" › Export › the confirmation › Export."""
     ids = selection(3, 2)
-    data = {"select_across": "1"}
-    page = post_action(staff_client, ids[:1], **data)
+    url = reverse(CHANGELIST)
+    page = staff_client.post(
+        url, {"action": "export_dialogues_action", "select_across": "1", "index": "0",
+              ACTION_CHECKBOX_NAME: [str(pk) for pk in ids[:2]]},  # the ticked page rows
+    )  # fmt: skip
     body = page.content.decode()
     assert "5 dialogues selected" in body and 'name="select_across" value="1"' in body
-    assert f'name="{ACTION_CHECKBOX_NAME}"' not in body  # the whole changelist, not ids
-    post_action(staff_client, ids[:1], apply="1", format="openai", **data)
+    response = confirm(staff_client, url, page, format="openai")
     record = DatasetExport.objects.get()
-    assert record.filters == {"dialogue_ids": sorted(ids)}
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:review_datasetexport_change", args=[record.pk])
+    assert record.filters == {}  # the whole list: a filter, not 5 ids
     assert (record.exported_count, record.skipped_count) == (3, 2)
+
+
+def test_select_all_of_one_scenario_records_the_scenario(staff_client):
+    run = RunFactory()
+    selection(2, 1, run=run)
+    selection(1, 0)  # another scenario
+    url = reverse(CHANGELIST) + f"?scenario__id__exact={run.scenario_id}"
+    data = {"action": "export_dialogues_action", "select_across": "1", "index": "0"}
+    page = staff_client.post(url, {**data, ACTION_CHECKBOX_NAME: ["1"]})
+    assert "3 dialogues selected" in page.content.decode()
+    confirm(staff_client, url, page, format="sharegpt")
+    record = DatasetExport.objects.get()
+    assert record.filters == {"scenario": run.scenario.slug}
+    assert (record.exported_count, record.skipped_count) == (2, 1)
+
+
+def test_select_all_of_a_search_records_the_ids_it_found(staff_client):
+    ids = selection(2, 1)
+    Dialogue.objects.filter(pk=ids[0]).update(topic="cosine rule")
+    url = reverse(CHANGELIST) + "?q=cosine"
+    data = {"action": "export_dialogues_action", "select_across": "1", "index": "0"}
+    page = staff_client.post(url, {**data, ACTION_CHECKBOX_NAME: [str(ids[0])]})
+    assert "1 dialogue selected" in page.content.decode()
+    confirm(staff_client, url, page, format="openai")
+    record = DatasetExport.objects.get()
+    assert record.filters == {"dialogue_ids": [ids[0]]}
+
+
+def test_select_all_runs_records_every_run(staff_client):
+    run = RunFactory()
+    selection(2, 1, run=run)
+    url = reverse("admin:generation_generationrun_changelist")
+    data = {"action": "export_runs_action", "select_across": "1", "index": "0"}
+    page = staff_client.post(url, {**data, ACTION_CHECKBOX_NAME: [str(run.pk)]})
+    confirm(staff_client, url, page, format="openai")
+    record = DatasetExport.objects.get()
+    assert record.filters == {}
+    assert (record.exported_count, record.skipped_count) == (2, 1)
 
 
 def test_outcome_reports_dialogues_without_an_assistant_turn(staff_client):

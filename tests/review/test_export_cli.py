@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import hashlib
 import io
 import json
 import os
@@ -55,7 +56,7 @@ def test_exports_to_a_file_and_rereads_the_jsonl(tmp_path, media):
     assert all(line["messages"][-1]["role"] == "assistant" for line in lines)
     assert validate_file(out) == {}
     assert "Exported 3 dialogues" in message
-    assert "1 skipped: not approved" in message
+    assert "1 skipped: 1 awaiting review." in message
     manifest = json.loads(manifest_path_for(out).read_text())
     assert manifest["counts"]["records"] == 3
     assert manifest["filters"] == {"run_ids": [run.pk]}
@@ -66,20 +67,29 @@ def test_exports_to_a_file_and_rereads_the_jsonl(tmp_path, media):
     assert record.output_path == str(out)
     assert record.requested_by == getpass.getuser()
     assert record.exported_count == 3 and record.skipped_count == 1
-    stored = Path(record.file.path)
-    assert stored.is_relative_to(media)
-    assert stored.read_bytes() == out.read_bytes()
-    assert record.sha256 == manifest["sha256"]
-    assert not list(tmp_path.glob(".*.part"))
+    assert record.sha256 == manifest["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert record.manifest == manifest
+    # Written once, where asked: no copy under MEDIA_ROOT, nothing for the admin to serve.
+    assert not record.file
+    assert not [path for path in media.rglob("*") if path.is_file()]
+    assert sorted(path.name for path in tmp_path.iterdir() if path.is_file()) == [
+        "train.jsonl",
+        "train.manifest.json",
+    ]
 
 
-def test_exports_to_stdout(capfdbinary):
+def test_exports_to_stdout(capfdbinary, media):
     approved()
     call_command("export_dataset", "--format", "sharegpt", "--no-system", "--output", "-")
     out = capfdbinary.readouterr().out
     line = json.loads(out.decode())
     assert [m["from"] for m in line["conversations"]] == ["gpt", "human", "gpt"]
-    assert DatasetExport.objects.get().output_path == "-"
+    record = DatasetExport.objects.get()
+    assert record.output_path == "-" and record.status == DatasetExport.Status.DONE
+    assert record.sha256 == hashlib.sha256(out).hexdigest()
+    assert record.manifest["file"] == "-"
+    assert not record.file
+    assert not media.exists() or not [path for path in media.rglob("*") if path.is_file()]
 
 
 def test_scenario_and_scrub_options(tmp_path):
@@ -181,18 +191,26 @@ def test_exit_status_is_non_zero_on_error():
     assert done.stdout == ""
 
 
-def test_a_failed_copy_to_output_leaves_no_files(tmp_path, media, monkeypatch):
-    from review.management.commands import export_dataset
+@pytest.mark.parametrize("failing", ["write", "rename"])
+def test_a_failed_write_to_output_leaves_no_files(tmp_path, media, monkeypatch, failing):
+    from review.export import writer
 
     approved()
-    real_publish = export_dataset._publish
+    if failing == "write":
 
-    def publish(source, target):
-        if target.name.endswith(".jsonl"):
-            raise OSError(28, "No space left on device", str(target))
-        real_publish(source, target)
+        def write(self, data):
+            raise OSError(28, "No space left on device", str(self.path))
 
-    monkeypatch.setattr(export_dataset, "_publish", publish)
+        monkeypatch.setattr(writer.AtomicFile, "write", write)
+    else:
+        real_replace = writer.os.replace
+
+        def replace(source, target):
+            if str(target).endswith(".jsonl"):
+                raise OSError(28, "No space left on device", str(target))
+            real_replace(source, target)
+
+        monkeypatch.setattr(writer.os, "replace", replace)
     out = tmp_path / "out" / "train.jsonl"
     out.parent.mkdir()
     with pytest.raises(CommandError, match="No space left on device"):
@@ -201,3 +219,17 @@ def test_a_failed_copy_to_output_leaves_no_files(tmp_path, media, monkeypatch):
     assert not [path for path in media.rglob("*") if path.is_file()]
     record = DatasetExport.objects.get()
     assert record.status == DatasetExport.Status.FAILED and not record.file
+
+
+def test_message_says_why_dialogues_were_skipped(tmp_path):
+    from generation.models import Dialogue
+
+    run = RunFactory()
+    approved(run=run)
+    DialogueReview.objects.create(dialogue=dialogue_with_turns(run=run), status="rejected")
+    dialogue_with_turns(run=run, status=Dialogue.Status.CANCELLED)
+    dialogue_with_turns(run=run, status=Dialogue.Status.FAILED)
+    message = export_cmd("--format", "openai", "--output", str(tmp_path / "out.jsonl"))
+    assert (
+        "3 skipped: 1 rejected, 2 not complete (failed, cancelled or still generating)." in message
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,8 @@ from review.models import DatasetExport
 class Command(BaseCommand):
     help = (
         "Export approved dialogues as OpenAI chat JSONL, ShareGPT JSONL or DPO preference "
-        "pairs, with a manifest beside the file. Recorded as a DatasetExport (file kept in "
-        "MEDIA_ROOT, downloadable from the admin)."
+        "pairs, with a manifest beside the file. Recorded as a DatasetExport (who, when, "
+        "filters, counts, sha256, manifest, where the file was written)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -86,50 +85,41 @@ class Command(BaseCommand):
             output_path="-" if to_stdout else str(output),
             requested_by=_os_user(),
         )
-        DatasetExport.objects.filter(pk=record.pk).update(status=DatasetExport.Status.RUNNING)
+        export.dataset_export_mark_running(export=record)
         bar = _ProgressBar(self.stderr._out) if sys.stderr.isatty() else None
         try:
-            export.dataset_export_run(export=record, progress=bar)
+            export.dataset_export_run(
+                export=record, progress=bar, stdout=sys.stdout.buffer if to_stdout else None
+            )
         except (export.ExportError, OSError) as exc:
             raise CommandError(export.failure_message(exc)) from None
         finally:
             if bar is not None:
                 bar.close()
-        stored = Path(record.file.path)
-        try:
-            if to_stdout:
-                with stored.open("rb") as source:
-                    shutil.copyfileobj(source, sys.stdout.buffer, 1 << 20)
-                sys.stdout.buffer.flush()
-            else:
-                _publish(export.manifest_path_for(stored), export.manifest_path_for(output))
-                _publish(stored, output)
-        except OSError as exc:
-            # A failed export leaves no files behind: not in MEDIA_ROOT, not beside --output.
-            record.mark_failed(export.failure_message(exc))
-            leftovers = [stored, export.manifest_path_for(stored)]
-            if output is not None:
-                leftovers.append(export.manifest_path_for(output))
-            for path in leftovers:
-                path.unlink(missing_ok=True)
-            raise CommandError(export.failure_message(exc)) from None
+        self.stderr.write(_summary(record, output))
 
-        counts = record.manifest["counts"]
-        where = "stdout" if to_stdout else str(output)
-        self.stderr.write(
-            f"Exported {counts['dialogues_written']} dialogues ({counts['records']} records, "
-            f"format {options.format}) to {where}; "
-            f"{counts['dialogues_skipped_not_approved']} skipped: not approved.\n"
-            f"sha256 {record.sha256}; export #{record.pk}"
-            + ("" if to_stdout else f"; manifest {export.manifest_path_for(output)}")
-            + "."
+
+def _summary(record: DatasetExport, output: Path | None) -> str:
+    counts = record.manifest["counts"]
+    skipped = export.SelectionCounts(
+        approved=counts["dialogues_approved"],
+        awaiting_review=counts["dialogues_skipped_awaiting_review"],
+        rejected=counts["dialogues_skipped_rejected"],
+        not_complete=counts["dialogues_skipped_not_complete"],
+    )
+    lines = [
+        f"Exported {counts['dialogues_written']} dialogues ({counts['records']} records, "
+        f"format {record.format}) to {output or 'stdout'}; {skipped.skipped_summary()}.",
+        f"sha256 {record.sha256}; export #{record.pk}"
+        + (f"; manifest {export.manifest_path_for(output)}." if output else "."),
+    ]
+    found = record.manifest["pii"]["dialogues_with_pii"]
+    if found and not record.scrub_pii:
+        lines.append(
+            f"Warning: {found} exported dialogues contain likely personal data; --scrub-pii "
+            "replaces it."
         )
-        pii_counts = record.manifest["pii"]
-        if pii_counts["dialogues_with_pii"] and not options.scrub_pii:
-            self.stderr.write(
-                f"Warning: {pii_counts['dialogues_with_pii']} exported dialogues contain likely "
-                "personal data; --scrub-pii replaces it."
-            )
+    return "\n".join(lines)
 
 
 def _os_user() -> str:
@@ -147,19 +137,6 @@ def _check_writable(output: Path) -> None:
         raise CommandError(f"Cannot write to {output}: directory {output.parent} does not exist.")
     if not os.access(output.parent, os.W_OK):
         raise CommandError(f"Cannot write to {output}: directory {output.parent} is not writable.")
-
-
-def _publish(source: Path, target: Path) -> None:
-    """Copy `source` to `target` atomically: a temporary file beside it, renamed when complete."""
-    part = export.AtomicFile(target)
-    try:
-        with source.open("rb") as data:
-            while block := data.read(1 << 20):
-                part.write(block)
-        part.commit()
-    except BaseException:
-        part.discard()
-        raise
 
 
 class _ProgressBar:

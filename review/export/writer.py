@@ -1,0 +1,318 @@
+"""Reading the selection in one ordered stream and writing the lines, the file and its manifest.
+
+- One query: the selected approved dialogues' live turns ordered by (dialogue, position), on a
+  server-side cursor read `CHUNK_SIZE` rows at a time, so memory stays flat at any size and
+  the query count is constant. `itertools.groupby` cuts it into dialogues for the formatter.
+- One snapshot: every read runs in one REPEATABLE READ READ ONLY transaction on PostgreSQL, so
+  an edit made during an export lands in the next one.
+- Deterministic: stable ordering and encoding give the same bytes (and sha256) for the same
+  filters over unchanged data.
+- Atomic: a file is written under a temporary name beside its target and renamed into place
+  only when complete, manifest included; on any failure neither is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
+from pathlib import Path
+from typing import IO, Any
+
+from django.db import connection, transaction
+from django.db.models import QuerySet
+
+import synthreview
+from generation.models import Dialogue, Persona, Scenario, Side, Turn
+from review import pii
+from review.export.formats import DialogueFormatter, DialogueTurns, ExportOptions, ExportStats
+from review.export.selection import (
+    EmptyExportError,
+    ExportFilters,
+    SelectionCounts,
+    dialogues_exportable,
+    empty_message,
+    selection_breakdown,
+)
+from review.models import DatasetExport
+
+# Rows per fetch from the server-side cursor.
+CHUNK_SIZE = 5000
+# Lines are written, and progress reported, once per this many dialogues.
+PROGRESS_EVERY = 1000
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class ExportResult:
+    path: Path | None  # None when streamed
+    manifest_path: Path | None
+    sha256: str
+    manifest: dict[str, Any]
+
+
+class AtomicFile:
+    """Bytes written to a temporary file beside `path`, renamed onto `path` on commit."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.committed = False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        self.tmp = Path(tmp)
+        self.file: IO[bytes] = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+
+    def commit(self) -> None:
+        self.file.flush()
+        # On disk before the rename: a crash must not leave a complete name on partial data.
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.chmod(self.tmp, 0o644)
+        os.replace(self.tmp, self.path)
+        self.committed = True
+
+    def discard(self) -> None:
+        if self.committed:
+            return
+        with contextlib.suppress(OSError):
+            self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+
+def manifest_path_for(path: Path) -> Path:
+    """`train.jsonl` → `train.manifest.json`, beside it."""
+    stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.name
+    return path.with_name(f"{stem}.manifest.json")
+
+
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    return (json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode()
+
+
+def export_write(
+    *,
+    filters: ExportFilters,
+    options: ExportOptions,
+    path: Path,
+    progress: Progress | None = None,
+    extra_manifest: dict[str, Any] | None = None,
+) -> ExportResult:
+    """Write the export to `path`, and its manifest beside it, from one snapshot.
+
+    Raises EmptyExportError (and writes nothing) when no record would be written, and lets
+    OSError through after removing the temporary files.
+    """
+    target = AtomicFile(path)
+    manifest_path = manifest_path_for(path)
+    try:
+        sha256, manifest = _export(filters, options, target.write, path.name, progress)
+        manifest.update(extra_manifest or {})
+        manifest_file = AtomicFile(manifest_path)
+        try:
+            manifest_file.write(manifest_bytes(manifest))
+            manifest_file.commit()
+            target.commit()
+        except BaseException:
+            # Neither file stays under its final name if either could not be completed.
+            manifest_file.discard()
+            if manifest_file.committed and not target.committed:
+                manifest_path.unlink(missing_ok=True)
+            raise
+    except BaseException:
+        target.discard()
+        raise
+    return ExportResult(path, manifest_path, sha256, manifest)
+
+
+def export_stream(
+    *,
+    filters: ExportFilters,
+    options: ExportOptions,
+    stream: IO[bytes],
+    progress: Progress | None = None,
+    extra_manifest: dict[str, Any] | None = None,
+) -> ExportResult:
+    """Write the export to an open binary stream (stdout); the manifest is only returned."""
+    sha256, manifest = _export(filters, options, stream.write, "-", progress)
+    stream.flush()
+    manifest.update(extra_manifest or {})
+    return ExportResult(None, None, sha256, manifest)
+
+
+def _export(
+    filters: ExportFilters,
+    options: ExportOptions,
+    write: Callable[[bytes], Any],
+    file_name: str,
+    progress: Progress | None,
+) -> tuple[str, dict[str, Any]]:
+    """Stream every line through `write`: (sha256 of the bytes written, the manifest)."""
+    digest = hashlib.sha256()
+    with _snapshot():
+        counts = selection_breakdown(filters)
+        if counts.approved == 0:
+            raise EmptyExportError(empty_message(0, counts.not_approved))
+        dialogues = dialogues_exportable(filters)
+        scenario_ids = dialogues.values("scenario_id")
+        formatter = DialogueFormatter(
+            options, _system_prompts(scenario_ids), _scenario_slugs(scenario_ids)
+        )
+        block: list[bytes] = []
+        dialogue_turns = _dialogue_turns(dialogues, with_originals=formatter.is_dpo)
+        for done, dialogue in enumerate(dialogue_turns, start=1):
+            block += formatter.lines(dialogue)
+            if done % PROGRESS_EVERY == 0:
+                _write_block(block, digest, write)
+                if progress is not None:
+                    progress(done, counts.approved)
+        _write_block(block, digest, write)
+    stats = formatter.stats
+    if stats.records == 0:
+        raise EmptyExportError(
+            f"Nothing to export: none of the {counts.approved} approved dialogues has "
+            + (
+                "a corrected assistant turn (DPO pairs come from corrections)."
+                if formatter.is_dpo
+                else "an assistant turn."
+            )
+        )
+    if progress is not None:
+        progress(counts.approved, counts.approved)
+    sha256 = digest.hexdigest()
+    return sha256, _manifest(filters, options, stats, counts, sha256, file_name)
+
+
+def _write_block(block: list[bytes], digest: Any, write: Callable[[bytes], Any]) -> None:
+    data = b"".join(block)
+    block.clear()
+    digest.update(data)
+    write(data)
+
+
+@contextlib.contextmanager
+def _snapshot() -> Iterator[None]:
+    """One consistent view of the data for every read of the export.
+
+    Inside a caller's transaction (tests, or a service composing this) that transaction is the
+    snapshot already. SQLite serialises writers, so its transaction is consistent as is;
+    PostgreSQL's default READ COMMITTED would let each read see newer data.
+    """
+    if connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
+
+
+def _dialogue_turns(
+    dialogues: QuerySet[Dialogue], *, with_originals: bool
+) -> Iterator[DialogueTurns]:
+    """The dialogues' live turns, one dialogue at a time, in dialogue id order.
+
+    Rows come as plain tuples: at a million turns per-row model instances would cost more than
+    the rest of the export.
+    """
+    columns = ["dialogue_id", "dialogue__scenario_id", "side", "text", "model"]
+    if with_originals:
+        columns.append("original_text")
+    rows = (
+        Turn.objects.filter(dialogue__in=dialogues.values("pk"), discarded_at__isnull=True)
+        .order_by("dialogue_id", "position", "pk")
+        .values_list(*columns)
+        .iterator(chunk_size=CHUNK_SIZE)
+    )
+    for _, turns in groupby(rows, key=itemgetter(0)):
+        _, scenario_ids, sides, texts, models, *originals = zip(*turns, strict=True)
+        yield DialogueTurns(scenario_ids[0], sides, texts, models, *originals)
+
+
+def _system_prompts(scenario_ids: QuerySet) -> dict[int, str]:
+    """Each scenario's assistant-side persona's system prompt (the lowest position wins)."""
+    prompts: dict[int, str] = {}
+    personas = (
+        Persona.objects.filter(scenario_id__in=scenario_ids, side=Side.ASSISTANT)
+        .order_by("scenario_id", "-position")
+        .values_list("scenario_id", "system_prompt")
+    )
+    for scenario_id, prompt in personas:
+        prompts[scenario_id] = prompt.strip()
+    return prompts
+
+
+def _scenario_slugs(scenario_ids: QuerySet) -> dict[int, str]:
+    return dict(Scenario.objects.filter(pk__in=scenario_ids).values_list("pk", "slug"))
+
+
+def _manifest(
+    filters: ExportFilters,
+    options: ExportOptions,
+    stats: ExportStats,
+    counts: SelectionCounts,
+    sha256: str,
+    file_name: str,
+) -> dict[str, Any]:
+    return {
+        "synthreview_version": synthreview.__version__,
+        "format": options.format,
+        "file": file_name,
+        "sha256": sha256,
+        "filters": filters.as_json(),
+        "options": {"include_system": options.include_system, "scrub_pii": options.scrub_pii},
+        "counts": _manifest_counts(options, stats, counts),
+        "per_scenario": {
+            key: dict(sorted(v.items())) for key, v in sorted(stats.per_scenario.items())
+        },
+        "per_model": {key: dict(sorted(v.items())) for key, v in sorted(stats.per_model.items())},
+        "pii": {
+            "scrubbed": options.scrub_pii,
+            "dialogues_with_pii": stats.dialogues_with_pii,
+            ("replacements" if options.scrub_pii else "detected"): {
+                kind: stats.pii.get(kind, 0) for kind in pii.KINDS
+            },
+        },
+        "rules": {
+            "same_role_turns": "merged, joined by a blank line",
+            "trailing_user_turns": "dropped",
+            "blank_turns": "skipped",
+            "system_message": "assistant-side persona's system prompt"
+            if options.include_system
+            else "omitted",
+        },
+    }
+
+
+def _manifest_counts(
+    options: ExportOptions, stats: ExportStats, counts: SelectionCounts
+) -> dict[str, int]:
+    is_dpo = options.format == DatasetExport.Format.DPO
+    return {
+        "dialogues_selected": counts.selected,
+        "dialogues_approved": counts.approved,
+        # Every selected dialogue that is not approved; the three below say why.
+        "dialogues_skipped_not_approved": counts.not_approved,
+        "dialogues_skipped_awaiting_review": counts.awaiting_review,
+        "dialogues_skipped_rejected": counts.rejected,
+        "dialogues_skipped_not_complete": counts.not_complete,
+        "dialogues_skipped_no_assistant_turn": stats.dialogues_without_assistant,
+        "dialogues_without_pairs": counts.approved - stats.dialogues_written if is_dpo else 0,
+        "dialogues_written": stats.dialogues_written,
+        "records": stats.records,
+        "messages": stats.messages,
+        "merged_turns": stats.merged_turns,
+        "dropped_trailing_user_turns": stats.dropped_trailing_user_turns,
+        "skipped_blank_turns": stats.skipped_blank_turns,
+    }
