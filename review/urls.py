@@ -6,6 +6,7 @@ from . import views
 
 app_name = "review"
 turn = "dialogues/<int:pk>/turns/<int:turn_pk>/"
+csv = "insights/csv/"
 urlpatterns = [
     path("", views.queue, name="queue"),
     path("next/", views.review_next, name="next"),
@@ -16,6 +17,31 @@ urlpatterns = [
     path("dialogues/<int:pk>/reject/", views.reject, name="reject"),
     path("dialogues/<int:pk>/reopen/", views.reopen, name="reopen"),
     path("dialogues/<int:pk>/release/", views.release, name="release"),
+    path("insights/", views.scenario_insights, name="insights"),
+    path("insights/scenarios/<int:pk>/", views.scenario_insights, name="insights_scenario"),
+    path("insights/runs/<int:pk>/", views.run_insights, name="insights_run"),
+    path("insights/team/", views.team_insights, name="insights_team"),
+    path(
+        f"{csv}runs/<int:pk>/<slug:slug>.csv",
+        views.insights_csv,
+        {"board": "run"},
+        name="insights_run_csv",
+    ),
+    path(
+        f"{csv}scenarios/<int:pk>/<slug:slug>.csv",
+        views.insights_csv,
+        {"board": "scenario"},
+        name="insights_scenario_csv",
+    ),
+    path(
+        f"{csv}all/<slug:slug>.csv", views.insights_csv, {"board": "all"}, name="insights_all_csv"
+    ),
+    path(
+        f"{csv}team/<slug:slug>.csv",
+        views.insights_csv,
+        {"board": "team"},
+        name="insights_team_csv",
+    ),
     path(turn, views.turn, name="turn"),
     path(f"{turn}edit/", views.turn_edit, name="turn_edit"),
     path(f"{turn}flag/", views.turn_flag, name="turn_flag"),
