@@ -4,7 +4,6 @@ from django.conf import settings
 
 from .base import LLMClient
 from .demo import DemoClient
-from .openai_client import shared_client
 
 
 def current_provider() -> str:
@@ -19,6 +18,10 @@ def get_client(provider: str) -> LLMClient:
     if provider == "demo":
         return DemoClient()
     if provider == "openai":
+        # Imported here: the SDK takes most of a second to import, which every manage.py
+        # command (the admin imports this module) would pay without ever calling a model.
+        from .openai_client import shared_client
+
         return shared_client(
             base_url=settings.OPENAI_BASE_URL,
             api_key=settings.OPENAI_API_KEY,

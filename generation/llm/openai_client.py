@@ -10,9 +10,13 @@ import httpx2
 import openai
 
 from .base import ChatRequest, ChatResult, PermanentLLMError, TransientLLMError
+from .transport import PoolTransport
 
 # Local servers (vLLM, Ollama, llama.cpp) accept any key, but the SDK refuses to start without one.
 PLACEHOLDER_KEY = "no-key-needed"
+
+# The SDK's own connection limits (its default client's).
+LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=5.0)
 
 # Status codes that a retry cannot fix: the request or the credentials are wrong.
 PERMANENT_STATUSES = {400, 401, 403, 404, 405, 413, 415, 422}
@@ -62,6 +66,7 @@ class OpenAIClient:
             api_key=api_key or PLACEHOLDER_KEY,
             timeout=timeout,
             max_retries=0,
+            http_client=openai.DefaultHttpxClient(transport=PoolTransport(limits=LIMITS)),
         )
 
     def complete(self, request: ChatRequest) -> ChatResult:

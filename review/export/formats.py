@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import NamedTuple
 
 import orjson
@@ -25,7 +26,6 @@ FORMATS: tuple[str, ...] = tuple(DatasetExport.Format.values)
 MERGE_SEPARATOR = "\n\n"
 # Plain strings: comparing against the enum members costs an attribute lookup per turn.
 ASSISTANT, USER = str(Side.ASSISTANT.value), str(Side.USER.value)
-_SHAREGPT_ROLES = {"system": "system", USER: "human", ASSISTANT: "gpt"}
 # orjson's output equals json.dumps(..., ensure_ascii=False, separators=(",", ":")) for every
 # string PostgreSQL or SQLite can hold; a line is one JSON object and its newline.
 _LINE = orjson.OPT_APPEND_NEWLINE
@@ -44,16 +44,17 @@ class ExportOptions:
             )
 
 
-@dataclass(frozen=True, slots=True)
-class DialogueTurns:
-    """One dialogue's live turns in order, as parallel columns. `originals` (what the model
-    first wrote) is read for `dpo` only, the one format that writes them."""
+class DialogueTurns(NamedTuple):
+    """One dialogue's live turns in order, as parallel columns (one value per turn).
+    `rejected`, read for `dpo` only, holds what the model first wrote for each corrected
+    assistant turn (its text differs from its original) and None for every other turn."""
 
-    scenario_id: int
+    dialogue_ids: Sequence[int]
+    scenario_ids: Sequence[int]
     sides: Sequence[str]
     texts: Sequence[str]
     models: Sequence[str]
-    originals: Sequence[str] = ()
+    rejected: Sequence[str | None] = ()
 
 
 @dataclass
@@ -87,44 +88,46 @@ def _is_blank(text: str) -> bool:
     return not text or text.isspace()
 
 
-class _Messages(NamedTuple):
-    roles: list[str]
-    contents: list[str]
-    merged: int
-    skipped: int
+class _Style(NamedTuple):
+    """How a format spells a line's message list and each message's role and text."""
+
+    messages: str
+    role: str
+    content: str
+    names: dict[str, str]  # side (or "system") to the role written
 
 
-def _messages(sides: Sequence[str], texts: Sequence[str]) -> _Messages:
-    """Blank turns skipped, runs of one side merged into one message."""
-    roles: list[str] = []
-    contents: list[str] = []
+_OPENAI = _Style(
+    "messages", "role", "content", {"system": "system", USER: USER, ASSISTANT: ASSISTANT}
+)
+_SHAREGPT = _Style(
+    "conversations", "from", "value", {"system": "system", USER: "human", ASSISTANT: "gpt"}
+)
+
+
+def _messages(
+    style: _Style, system: str, sides: Sequence[str], texts: Sequence[str]
+) -> tuple[list[dict[str, str]], int, int]:
+    """(the messages, turns merged, blank turns skipped): the system message first if any,
+    blank turns skipped, runs of one side merged into one message."""
+    role, content, names = style.role, style.content, style.names
+    messages = [{role: names["system"], content: system}] if system else []
+    message: dict[str, str] = {}
+    last = None
     merged = skipped = 0
+    # Written as one loop over the turns, building the output dicts directly: it runs for
+    # every turn exported.
     for side, text in zip(sides, texts, strict=True):
-        if not text or text.isspace():  # _is_blank, inlined: this runs once per turn
+        if not text or text.isspace():  # _is_blank, inlined
             skipped += 1
-        elif roles and roles[-1] == side:
-            contents[-1] += MERGE_SEPARATOR + text
+        elif side == last:
+            message[content] += MERGE_SEPARATOR + text
             merged += 1
         else:
-            roles.append(side)
-            contents.append(text)
-    return _Messages(roles, contents, merged, skipped)
-
-
-def _openai_messages(system: str, messages: _Messages) -> list[dict[str, str]]:
-    head = [{"role": "system", "content": system}] if system else []
-    return head + [
-        {"role": role, "content": content}
-        for role, content in zip(messages.roles, messages.contents, strict=True)
-    ]
-
-
-def _sharegpt_messages(system: str, messages: _Messages) -> list[dict[str, str]]:
-    head = [{"from": "system", "value": system}] if system else []
-    return head + [
-        {"from": _SHAREGPT_ROLES[role], "value": content}
-        for role, content in zip(messages.roles, messages.contents, strict=True)
-    ]
+            message = {role: names[side], content: text}
+            messages.append(message)
+            last = side
+    return messages, merged, skipped
 
 
 class DialogueFormatter:
@@ -135,12 +138,16 @@ class DialogueFormatter:
     ):
         self.options = options
         self.is_dpo = options.format == DatasetExport.Format.DPO
+        self.style = _SHAREGPT if options.format == DatasetExport.Format.SHAREGPT else _OPENAI
         self.stats = ExportStats()
         self.slugs = slugs
         self.system = {
             scenario_id: self._system_message(prompt)
             for scenario_id, prompt in system_prompts.items()
         }
+        # Dialogues written per (scenario, records, models of its assistant turns): a handful
+        # of keys, folded into the manifest's counts by `finish`.
+        self.written: Counter[tuple[int, int, tuple[str, ...]]] = Counter()
 
     def _system_message(self, prompt: str) -> _SystemMessage:
         if self.options.scrub_pii:
@@ -153,7 +160,8 @@ class DialogueFormatter:
 
     def lines(self, dialogue: DialogueTurns) -> list[bytes]:
         """The dialogue's output lines; the manifest counts of the lines written."""
-        system = self.system.get(dialogue.scenario_id, _NO_SYSTEM)
+        scenario_id = dialogue.scenario_ids[0]
+        system = self.system.get(scenario_id, _NO_SYSTEM)
         texts = dialogue.texts
         rejected = self._rejected(dialogue) if self.is_dpo else {}
         found = system.pii
@@ -167,7 +175,11 @@ class DialogueFormatter:
         else:
             lines = self._chat(system.text, dialogue.sides, texts)
         if lines:
-            self._count(dialogue, len(lines), found)
+            if found:
+                self.stats.dialogues_with_pii += 1
+                self.stats.pii.update(found)
+            assistant = map(ASSISTANT.__eq__, dialogue.sides)
+            self.written[scenario_id, len(lines), tuple(compress(dialogue.models, assistant))] += 1
         return lines
 
     @staticmethod
@@ -176,10 +188,8 @@ class DialogueFormatter:
         "rejected" side of a DPO pair."""
         return {
             index: original
-            for index, (side, text, original) in enumerate(
-                zip(dialogue.sides, dialogue.texts, dialogue.originals, strict=True)
-            )
-            if side == ASSISTANT and original != text
+            for index, original in enumerate(dialogue.rejected)
+            if original is not None
         }
 
     def _personal_data(
@@ -203,26 +213,23 @@ class DialogueFormatter:
         return scrubbed_texts, scrubbed_rejected, found
 
     def _chat(self, system: str, sides: Sequence[str], texts: Sequence[str]) -> list[bytes]:
-        stats = self.stats
-        messages = _messages(sides, texts)
+        style = self.style
+        messages, merged, skipped = _messages(style, system, sides, texts)
         # A training example ends on the assistant: a trailing user message teaches nothing.
+        user = style.names[USER]
         dropped = 0
-        while messages.roles and messages.roles[-1] == USER:
-            messages.roles.pop()
-            messages.contents.pop()
+        while messages and messages[-1][style.role] == user:
+            messages.pop()
             dropped += 1
-        if ASSISTANT not in messages.roles:
-            stats.dialogues_without_assistant += 1
+        if not messages or messages[-1][style.role] != style.names[ASSISTANT]:
+            self.stats.dialogues_without_assistant += 1
             return []
+        stats = self.stats
         stats.dropped_trailing_user_turns += dropped
-        stats.merged_turns += messages.merged
-        stats.skipped_blank_turns += messages.skipped
-        stats.messages += len(messages.roles) + (1 if system else 0)
-        if self.options.format == DatasetExport.Format.OPENAI:
-            line = {"messages": _openai_messages(system, messages)}
-        else:
-            line = {"conversations": _sharegpt_messages(system, messages)}
-        return [orjson.dumps(line, option=_LINE)]
+        stats.merged_turns += merged
+        stats.skipped_blank_turns += skipped
+        stats.messages += len(messages)
+        return [orjson.dumps({style.messages: messages}, option=_LINE)]
 
     def _pairs(
         self,
@@ -238,42 +245,30 @@ class DialogueFormatter:
             chosen = texts[index]
             if _is_blank(chosen) or _is_blank(original) or chosen == original:
                 continue
-            prompt = _messages(sides[:index], texts[:index])
-            if not prompt.roles and not system:
+            prompt, _, _ = _messages(_OPENAI, system, sides[:index], texts[:index])
+            if not prompt:
                 continue
             line = {
-                "prompt": _openai_messages(system, prompt),
+                "prompt": prompt,
                 "chosen": [{"role": ASSISTANT, "content": chosen}],
                 "rejected": [{"role": ASSISTANT, "content": original}],
             }
             lines.append(orjson.dumps(line, option=_LINE))
+        self.stats.messages += len(lines)
         return lines
 
-    def _count(self, dialogue: DialogueTurns, records: int, found: Counter[str]) -> None:
+    def finish(self) -> ExportStats:
+        """The manifest's counts, once every dialogue has been through `lines`."""
         stats = self.stats
-        stats.dialogues_written += 1
-        stats.records += records
-        if self.is_dpo:
-            stats.messages += records
-        if found:
-            stats.dialogues_with_pii += 1
-            stats.pii.update(found)
-        slug = self.slugs.get(dialogue.scenario_id, str(dialogue.scenario_id))
-        scenario = stats.per_scenario[slug]
-        scenario["dialogues"] += 1
-        scenario["records"] += records
-        models = [
-            model or "unknown"
-            for side, model in zip(dialogue.sides, dialogue.models, strict=True)
-            if side == ASSISTANT
-        ]
-        # One model usually wrote every assistant turn: no Counter for that case.
-        per_dialogue = (
-            {models[0]: len(models)}
-            if models and models.count(models[0]) == len(models)
-            else Counter(models)
-        )
-        for model, turns in per_dialogue.items():
-            per_model = stats.per_model[model]
-            per_model["dialogues"] += 1
-            per_model["assistant_turns"] += turns
+        for (scenario_id, records, models), dialogues in self.written.items():
+            stats.dialogues_written += dialogues
+            stats.records += records * dialogues
+            scenario = stats.per_scenario[self.slugs.get(scenario_id, str(scenario_id))]
+            scenario["dialogues"] += dialogues
+            scenario["records"] += records * dialogues
+            for model, turns in Counter(model or "unknown" for model in models).items():
+                per_model = stats.per_model[model]
+                per_model["dialogues"] += dialogues
+                per_model["assistant_turns"] += turns * dialogues
+        self.written.clear()
+        return stats

@@ -19,14 +19,16 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import groupby
+from itertools import chain, groupby, islice
 from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
 
 from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Case, QuerySet, When
+from django.db.models.functions import NullIf
 
 import synthreview
 from generation.models import Dialogue, Persona, Scenario, Side, Turn
@@ -43,7 +45,7 @@ from review.export.selection import (
 from review.models import DatasetExport
 
 # Rows per fetch from the server-side cursor.
-CHUNK_SIZE = 5000
+CHUNK_SIZE = 20000
 # Lines are written, and progress reported, once per this many dialogues.
 PROGRESS_EVERY = 1000
 
@@ -169,7 +171,7 @@ def _export(
             options, _system_prompts(scenario_ids), _scenario_slugs(scenario_ids)
         )
         block: list[bytes] = []
-        dialogue_turns = _dialogue_turns(dialogues, with_originals=formatter.is_dpo)
+        dialogue_turns = _dialogue_turns(dialogues, with_rejected=formatter.is_dpo)
         for done, dialogue in enumerate(dialogue_turns, start=1):
             block += formatter.lines(dialogue)
             if done % PROGRESS_EVERY == 0:
@@ -177,7 +179,7 @@ def _export(
                 if progress is not None:
                     progress(done, counts.approved)
         _write_block(block, digest, write)
-    stats = formatter.stats
+    stats = formatter.finish()
     if stats.records == 0:
         raise EmptyExportError(
             f"Nothing to export: none of the {counts.approved} approved dialogues has "
@@ -219,7 +221,7 @@ def _snapshot() -> Iterator[None]:
 
 
 def _dialogue_turns(
-    dialogues: QuerySet[Dialogue], *, with_originals: bool
+    dialogues: QuerySet[Dialogue], *, with_rejected: bool
 ) -> Iterator[DialogueTurns]:
     """The dialogues' live turns, one dialogue at a time, in dialogue id order.
 
@@ -227,17 +229,36 @@ def _dialogue_turns(
     the rest of the export.
     """
     columns = ["dialogue_id", "dialogue__scenario_id", "side", "text", "model"]
-    if with_originals:
-        columns.append("original_text")
+    live = Turn.objects.filter(dialogue__in=dialogues.values("pk"), discarded_at__isnull=True)
+    if with_rejected:
+        # What the model first wrote, only where a reviewer changed an assistant turn: the one
+        # original DPO writes; NULL elsewhere, so the other originals are never transferred.
+        corrected = Case(When(side=Side.ASSISTANT, then=NullIf("original_text", "text")))
+        live = live.annotate(rejected=corrected)
+        columns.append("rejected")
     rows = (
-        Turn.objects.filter(dialogue__in=dialogues.values("pk"), discarded_at__isnull=True)
-        .order_by("dialogue_id", "position", "pk")
+        live.order_by("dialogue_id", "position", "pk")
         .values_list(*columns)
         .iterator(chunk_size=CHUNK_SIZE)
     )
-    for _, turns in groupby(rows, key=itemgetter(0)):
-        _, scenario_ids, sides, texts, models, *originals = zip(*turns, strict=True)
-        yield DialogueTurns(scenario_ids[0], sides, texts, models, *originals)
+    for _, turns in groupby(chain.from_iterable(_read_ahead(rows)), key=itemgetter(0)):
+        yield DialogueTurns(*zip(*turns, strict=True))
+
+
+def _read_ahead(rows: Iterator[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
+    """`rows` in chunks, the next one fetched by a thread while the caller handles this one.
+
+    A server-side cursor makes the database produce each chunk only when it is fetched; read
+    one chunk ahead, the database works while Python formats. The first chunk is read here, so
+    the query runs on this thread's connection, inside the export's snapshot; the thread then
+    only fetches from that cursor, never while this thread does.
+    """
+    chunk = list(islice(rows, CHUNK_SIZE))
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        while chunk:
+            ahead = reader.submit(list, islice(rows, CHUNK_SIZE))
+            yield chunk
+            chunk = ahead.result()
 
 
 def _system_prompts(scenario_ids: QuerySet) -> dict[int, str]:

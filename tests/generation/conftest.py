@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 
 from tests.factories import ScenarioFactory
@@ -28,3 +30,27 @@ def openai_provider(settings, fake_openai):
 @pytest.fixture
 def scenario(db):
     return ScenarioFactory(min_turns=2, max_turns=4, end_marker="<END>")
+
+
+@pytest.fixture
+def sent(settings):
+    """As with a broker: tasks are sent by name instead of run here. The dialogue ids sent.
+
+    Requests are not gated unless the test sets a Redis CELERY_BROKER_URL."""
+    from celery import current_app
+
+    from generation.engine import dispatch
+
+    settings.CELERY_BROKER_URL = ""
+    ids: list[int] = []
+
+    def send_task(name, args, queue):
+        assert name == "generation.generate_dialogue"
+        ids.append(args[0])
+
+    app = current_app._get_current_object()
+    with (
+        mock.patch.object(dispatch, "tasks_run_inline", return_value=False),
+        mock.patch.object(app, "send_task", side_effect=send_task),
+    ):
+        yield ids

@@ -15,7 +15,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from generation import gate
+from generation.engine import gate
 
 pytestmark = pytest.mark.redis
 
@@ -74,7 +74,7 @@ def hammer(slots: gate.RequestGate, tally: Tally, *, threads: int, rounds: int) 
 
 def test_never_more_holders_than_the_limit_across_threads(run_id):
     tally = Tally(f"{gate.KEY_PREFIX}:{run_id}:tally")
-    # Two instances: threads of one process share slots locally, the two queue in Redis.
+    # Two instances, as two worker processes would have.
     first, second = new_gate(run_id, 5), new_gate(run_id, 5)
     both = [
         threading.Thread(target=hammer, args=(g, tally), kwargs={"threads": 16, "rounds": 15})
@@ -154,16 +154,9 @@ def test_a_release_wakes_a_waiter_at_once(run_id, same_process):
     assert holding.holders() == []
 
 
-@pytest.mark.parametrize("where", ["queued in redis", "waiting locally"])
-def test_a_cancelled_dialogue_stops_waiting_and_leaves_the_queue(run_id, where):
-    slots = new_gate(run_id, 1, max_queued=1)
+def test_a_cancelled_dialogue_stops_waiting_and_leaves_the_queue(run_id):
+    slots = new_gate(run_id, 1)
     holder = slots.acquire()
-    others: list[str | None] = []
-    if where == "waiting locally":
-        # Another thread of the process takes the one place in Redis's queue.
-        other = threading.Thread(target=lambda: others.append(slots.acquire()))
-        other.start()
-        time.sleep(0.1)
     asked = []
 
     def keep_waiting() -> bool:
@@ -174,75 +167,29 @@ def test_a_cancelled_dialogue_stops_waiting_and_leaves_the_queue(run_id, where):
     assert slots.acquire(keep_waiting=keep_waiting) is None
     assert asked and time.monotonic() - started < 1.0
     slots.release(holder)
-    if where == "waiting locally":
-        other.join(5)
-        assert others and others[0]
-        slots.release(others[0])
     # The slot went to nobody else: the departed waiter left the queue.
     assert slots.holders() == []
     assert new_gate(run_id, 1).acquire()
 
 
-def queue_one_in_redis_and_one_locally(slots: gate.RequestGate):
-    """With the gate's one slot held (and max_queued=1): a thread queued in Redis, then one
-    waiting locally. Returns (what each got, by name; the waiting function; the two threads)."""
-    got: dict[str, str | None] = {}
+def test_waiters_are_served_first_come_first_served(run_id):
+    slots = new_gate(run_id, 1, poll_seconds=5.0)
+    holder = slots.acquire()
+    served: list[int] = []
 
-    def wait(name: str) -> None:
-        got[name] = slots.acquire()
+    def wait(number: int) -> None:
+        got = slots.acquire()
+        served.append(number)
+        slots.release(got)
 
-    queued = threading.Thread(target=wait, args=("queued in redis",))
-    queued.start()
-    time.sleep(0.1)
-    local = threading.Thread(target=wait, args=("waiting locally",))
-    local.start()
-    time.sleep(0.1)
-    return got, wait, queued, local
-
-
-def test_a_slot_passes_between_threads_of_a_process_only_for_a_while(run_id):
-    slots = new_gate(
-        run_id, 1, poll_seconds=5.0, reuse_seconds=0.5, max_queued=1, queued_patience=60.0
-    )
-    first = slots.acquire()
-    taken_at = time.monotonic()
-    got, wait, queued, local = queue_one_in_redis_and_one_locally(slots)
-    released_at = time.monotonic()
-    slots.release(first)
-    local.join(5)
-    assert got == {"waiting locally": first}  # handed over without a round trip
-    assert time.monotonic() - released_at < 1.0  # not the 5 s poll
-    time.sleep(max(0.0, taken_at + 0.6 - time.monotonic()))
-    slots.release(first)  # past reuse_seconds: back to the run's queue in Redis
-    queued.join(5)
-    assert got["queued in redis"] not in (None, first)
-    assert slots.holders() == [got["queued in redis"]]
-    slots.release(got["queued in redis"])
-    assert slots.holders() == []
-
-
-def test_a_thread_queued_in_redis_is_served_once_it_has_waited_a_while(run_id):
-    # Slots could pass between local threads until reuse_seconds (a minute here) ran out; a
-    # thread of the same process queued in Redis still gets one after queued_patience.
-    slots = new_gate(
-        run_id, 1, poll_seconds=5.0, reuse_seconds=60.0, max_queued=1, queued_patience=0.5
-    )
-    first = slots.acquire()
-    got, wait, queued, local = queue_one_in_redis_and_one_locally(slots)
-    slots.release(first)  # queued for less than the patience: the local waiter gets it
-    local.join(5)
-    assert got == {"waiting locally": first}
-    again = threading.Thread(target=wait, args=("waiting locally again",))
-    again.start()
-    time.sleep(0.6)  # the thread in Redis has now waited past the patience
-    released_at = time.monotonic()
-    slots.release(first)
-    queued.join(5)
-    assert got["queued in redis"] not in (None, first)  # through Redis, not to `again`
-    assert time.monotonic() - released_at < 1.0
-    assert "waiting locally again" not in got
-    slots.release(got["queued in redis"])
-    again.join(5)
-    assert got["waiting locally again"]
-    slots.release(got["waiting locally again"])
+    waiters = []
+    for number in range(4):
+        waiter = threading.Thread(target=wait, args=(number,))
+        waiter.start()
+        waiters.append(waiter)
+        time.sleep(0.1)  # queued in this order
+    slots.release(holder)
+    for waiter in waiters:
+        waiter.join(5)
+    assert served == [0, 1, 2, 3]
     assert slots.holders() == []

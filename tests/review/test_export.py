@@ -423,6 +423,24 @@ def test_query_count_does_not_grow_with_the_data(
     assert len(lines) == 41
 
 
+def test_rows_are_read_ahead_in_order_in_chunks(monkeypatch):
+    monkeypatch.setattr(writer, "CHUNK_SIZE", 3)
+    assert list(writer._read_ahead(iter(range(7)))) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert list(writer._read_ahead(iter(range(6)))) == [[0, 1, 2], [3, 4, 5]]
+    assert list(writer._read_ahead(iter([]))) == []
+
+
+def test_a_failed_read_ahead_fails_the_export(monkeypatch):
+    monkeypatch.setattr(writer, "CHUNK_SIZE", 2)
+
+    def rows():
+        yield from range(3)
+        raise OSError("connection lost")  # on the reading thread: the third row's chunk
+
+    with pytest.raises(OSError, match="connection lost"):
+        list(writer._read_ahead(rows()))
+
+
 def test_write_failure_leaves_no_file_and_records_the_failure(tmp_path, monkeypatch, settings):
     settings.MEDIA_ROOT = str(tmp_path)
     for _ in range(3):
@@ -510,6 +528,9 @@ def test_export_reads_one_snapshot(tmp_path, monkeypatch):
         return prompts
 
     monkeypatch.setattr(writer, "_system_prompts", edit_concurrently)
+    # One row per fetch, so the read-ahead thread reads every row but the first: from the cursor
+    # opened in this snapshot (on its own connection it would see the late approval).
+    monkeypatch.setattr(writer, "CHUNK_SIZE", 1)
     result, lines = run_export(tmp_path, name="during.jsonl")
     assert len(lines) == 1 == result.manifest["counts"]["dialogues_approved"]
     assert "edited during the export" not in result.path.read_text()

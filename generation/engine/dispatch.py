@@ -1,0 +1,153 @@
+"""The run's window of open dialogues, and sending dialogue tasks.
+
+A run keeps at most `run_window()` dialogues dispatched or generating. `run_dispatch` fills the
+window (at launch, and from the sweep); after that each dialogue that ends hands its slot to the
+run's next pending dialogue in the same commit as its end (`successor_claim`), so "dispatched +
+generating" stays constant at every commit without counting or locking the run's row.
+
+Tasks are sent by name, so the engine never imports `generation.tasks`. Without a broker
+(`task_always_eager`) they run in this process, one after another, in the order enqueued.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from generation.models import Dialogue, GenerationRun
+
+from . import gate
+
+TASK_NAME = "generation.generate_dialogue"
+
+_inline = threading.local()
+
+
+def tasks_run_inline() -> bool:
+    """No broker: tasks run in the calling process (settings: CELERY_TASK_ALWAYS_EAGER)."""
+    return bool(current_app.conf.task_always_eager)
+
+
+def requests_gated() -> bool:
+    """True when each LLM call takes one of its run's request slots (`gate`).
+
+    That needs the workers' shared Redis. With no broker, tasks run inline one at a time, and
+    one dialogue per slot caps the requests by construction.
+    """
+    return not tasks_run_inline() and gate.broker_is_redis()
+
+
+def run_window(*, max_in_flight: int) -> int:
+    """How many of a run's dialogues may be dispatched or generating at once.
+
+    Gated, a run keeps SYNTHREVIEW_DIALOGUE_HEADROOM more dialogues open than it has request
+    slots: a dialogue saving its turn or on its way to a worker holds no slot, and another one
+    is waiting to use it. Ungated, one dialogue per slot.
+    """
+    if not requests_gated():
+        return max_in_flight
+    return max_in_flight + math.ceil(max_in_flight * settings.SYNTHREVIEW_DIALOGUE_HEADROOM)
+
+
+def enqueue(dialogue_ids: list[int]) -> None:
+    """Send each dialogue's task (call on commit: the rows must be visible to the worker)."""
+    if not dialogue_ids:
+        return
+    if tasks_run_inline():
+        _run_inline(dialogue_ids)
+        return
+    for dialogue_id in dialogue_ids:
+        current_app.send_task(
+            TASK_NAME, args=(dialogue_id,), queue=settings.CELERY_TASK_DEFAULT_QUEUE
+        )
+
+
+def _run_inline(dialogue_ids: list[int]) -> None:
+    """Run the tasks here, in order. A task that enqueues more (a finishing dialogue's
+    successor) adds to the queue being drained instead of nesting, so the stack stays flat
+    whatever the run's size."""
+    pending = getattr(_inline, "pending", None)
+    if pending is not None:
+        pending.extend(dialogue_ids)
+        return
+    _inline.pending = pending = deque(dialogue_ids)
+    try:
+        task = _dialogue_task()
+        while pending:
+            task.apply((pending.popleft(),), throw=True)
+    finally:
+        _inline.pending = None
+
+
+def _dialogue_task():
+    """The registered task; a web process has not imported the apps' task modules yet."""
+    if TASK_NAME not in current_app.tasks:
+        current_app.loader.import_default_modules()
+    return current_app.tasks[TASK_NAME]
+
+
+def run_dispatch(*, run_id: int) -> int:
+    """Enqueue pending dialogues up to the run's window; returns how many were claimed.
+
+    Called at launch and by the sweep (which tops windows up if a hand-over was lost).
+    """
+    with transaction.atomic():
+        run = GenerationRun.objects.select_for_update().filter(pk=run_id).order_by().first()
+        if run is None or run.status not in GenerationRun.ACTIVE_STATUSES:
+            return 0
+        dialogues = Dialogue.objects.filter(run_id=run_id)
+        in_flight = dialogues.filter(
+            Q(status=Dialogue.Status.GENERATING)
+            | Q(status=Dialogue.Status.PENDING, dispatched_at__isnull=False)
+        ).count()
+        free = run_window(max_in_flight=run.max_in_flight) - in_flight
+        if free <= 0:
+            return 0
+        # Elsewhere dialogue rows are locked before the run row (a finishing dialogue locks
+        # itself, then claims a successor); holding the run here, never wait for a dialogue
+        # row: skip the ones another transaction holds.
+        ids = list(
+            dialogues.select_for_update(skip_locked=True)
+            .filter(status=Dialogue.Status.PENDING, dispatched_at__isnull=True)
+            .order_by("index")
+            .values_list("pk", flat=True)[:free]
+        )
+        if ids:
+            Dialogue.objects.filter(pk__in=ids).update(dispatched_at=timezone.now())
+            transaction.on_commit(lambda: enqueue(ids))
+    return len(ids)
+
+
+def successor_claim(*, run_id: int) -> int | None:
+    """Claim the run's next undispatched dialogue; it is enqueued on commit.
+
+    Runs inside the transaction that ends the dialogue handing its slot over. One row is
+    locked, `SKIP LOCKED` passing over rows other finishing dialogues are claiming (locking
+    more would starve them), and PostgreSQL re-checks the row is still undispatched when it
+    locks it. Where row locks do not exist (SQLite) the conditional UPDATE settles a race,
+    and the loser tries the next row. A cancelled run has no pending dialogue left (its
+    cancel changes them in the same transaction), so the run's row is not read.
+    """
+    candidates = (
+        Dialogue.objects.select_for_update(skip_locked=True)
+        .filter(run_id=run_id, status=Dialogue.Status.PENDING, dispatched_at__isnull=True)
+        .order_by("index")
+        .values_list("pk", flat=True)
+    )
+    for _ in range(3):
+        pk = candidates.first()
+        if pk is None:
+            return None
+        if Dialogue.objects.filter(pk=pk, dispatched_at__isnull=True).update(
+            dispatched_at=timezone.now()
+        ):
+            transaction.on_commit(lambda pk=pk: enqueue([pk]))
+            return pk
+    return None

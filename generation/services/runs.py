@@ -1,0 +1,75 @@
+"""Run services: launching a run of N dialogues, cancelling one."""
+
+from __future__ import annotations
+
+import random
+
+from django.db import transaction
+from django.utils import timezone
+
+from generation.engine.dispatch import run_dispatch
+from generation.engine.leases import OPEN_STATUSES
+from generation.llm import current_provider
+from generation.models import Dialogue, GenerationRun, Scenario
+
+from .scenarios import scenario_check_ready, scenario_pick_topics
+
+
+def run_launch(
+    *,
+    scenario: Scenario,
+    count: int,
+    created_by=None,
+    model_override: str = "",
+    temperature_override: float | None = None,
+    max_in_flight: int = 64,
+    seed: int | None = None,
+) -> GenerationRun:
+    """Create the run and its dialogues; the first window's tasks are enqueued once this
+    commits (`run_dispatch`)."""
+    scenario_check_ready(scenario=scenario)
+    if count < 1:
+        raise ValueError("count must be at least 1")
+    seed = random.randrange(2**31) if seed is None else seed
+    with transaction.atomic():
+        run = GenerationRun.objects.create(
+            scenario=scenario,
+            requested_count=count,
+            provider=current_provider(),
+            model_override=model_override.strip(),
+            temperature_override=temperature_override,
+            max_in_flight=max_in_flight,
+            seed=seed,
+            created_by=created_by,
+        )
+        topics = scenario_pick_topics(scenario=scenario, count=count, seed=seed)
+        Dialogue.objects.bulk_create(
+            [
+                Dialogue(run=run, scenario=scenario, index=i, topic=topic[:500])
+                for i, topic in enumerate(topics)
+            ],
+            batch_size=1000,
+        )
+        transaction.on_commit(lambda: run_dispatch(run_id=run.pk))
+    return run
+
+
+def run_cancel(*, run: GenerationRun) -> int:
+    """Stop a run: its open dialogues are cancelled, finished ones stay. Returns how many.
+
+    A worker in the middle of a dialogue notices at its next lease renewal (before every
+    retry, and every second while waiting for a request slot) or at the turn's save, so work
+    stops within one LLM call.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        # Dialogue rows before the run row: the same lock order as a finishing dialogue.
+        cancelled = Dialogue.objects.filter(run_id=run.pk, status__in=OPEN_STATUSES).update(
+            status=Dialogue.Status.CANCELLED, stop_reason="cancelled", finished_at=now
+        )
+        updated = GenerationRun.objects.filter(
+            pk=run.pk, status__in=GenerationRun.ACTIVE_STATUSES
+        ).update(status=GenerationRun.Status.CANCELLED, finished_at=now)
+    if updated:
+        run.status, run.finished_at = GenerationRun.Status.CANCELLED, now
+    return cancelled
