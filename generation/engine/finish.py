@@ -42,12 +42,21 @@ def dialogue_complete(
     )
 
 
-def dialogue_fail(*, dialogue: Dialogue, owner: str, reason: str) -> Finished | None:
+def dialogue_fail(
+    *,
+    dialogue: Dialogue,
+    owner: str,
+    reason: str,
+    turn: Turn | None = None,
+    usage: Usage = NO_USAGE,
+) -> Finished | None:
     log.warning("dialogue %s failed: %s", dialogue.pk, reason)
     return dialogue_finish(
         dialogue=dialogue,
         owner=owner,
         fields={"status": Dialogue.Status.FAILED, "failure_reason": reason},
+        turn=turn,
+        usage=usage,
     )
 
 

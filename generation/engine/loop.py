@@ -121,9 +121,8 @@ def _generate_turns(
         usage = Usage.priced(model=outcome.result.model, prompt_tokens=turn.prompt_tokens,
                              completion_tokens=turn.completion_tokens)  # fmt: skip
         if verdict.stop_reason:
-            finished = dialogue_complete(
-                dialogue=dialogue, owner=owner, reason=verdict.stop_reason, turn=turn, usage=usage
-            )
+            finished = _dialogue_end(dialogue=dialogue, owner=owner, verdict=verdict, turn=turn,
+                                     usage=usage)  # fmt: skip
             if finished is None:  # the lease was lost during the call
                 usage_rollup(dialogue_id=dialogue_id)
             return finished
@@ -131,6 +130,23 @@ def _generate_turns(
             usage_rollup(dialogue_id=dialogue_id)  # keep the usage of what was saved
             return None
         turns.append(rules.PastTurn(speaker.position, verdict.text))
+
+
+def _dialogue_end(
+    *, dialogue: Dialogue, owner: str, verdict: rules.Verdict, turn: Turn, usage: Usage
+) -> Finished | None:
+    """End the dialogue with the turn that stopped it: complete, or failed if it stopped
+    short of the scenario's minimum (unusable output), so it is never offered for review."""
+    count, minimum = turn.position + 1, dialogue.scenario.min_turns
+    if count >= minimum:
+        return dialogue_complete(
+            dialogue=dialogue, owner=owner, reason=verdict.stop_reason, turn=turn, usage=usage
+        )
+    reason = (
+        f"ended after {count} turn{'s' if count != 1 else ''} ({verdict.stop_reason}), "
+        f"before the scenario's minimum of {minimum}"
+    )
+    return dialogue_fail(dialogue=dialogue, owner=owner, reason=reason, turn=turn, usage=usage)
 
 
 def dialogue_load(*, dialogue_id: int) -> tuple[Dialogue, dict[int, Persona], list[tuple]]:

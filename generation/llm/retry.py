@@ -84,6 +84,8 @@ def complete_with_retries(
 ) -> Outcome:
     """Call the LLM until it answers, a permanent error occurs or the retries run out.
 
+    An empty reply counts as a transient error, like a 5xx.
+
     With `slots`, each attempt holds a slot only for the call itself: never while backing off.
     While it waits for one, `before_attempt` is asked again (every poll) whether to go on.
     """
@@ -95,6 +97,9 @@ def complete_with_retries(
             raise Aborted()
         try:
             result = _attempt(client, request, slots=slots, keep_waiting=before_attempt)
+            if not result.text.strip():
+                # Nothing for the next persona to answer: another try usually writes something.
+                raise TransientLLMError("empty reply")
         except PermanentLLMError:
             raise
         except TransientLLMError as exc:

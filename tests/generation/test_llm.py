@@ -68,6 +68,17 @@ def test_retries_are_bounded():
     assert client.calls == 4
 
 
+def test_an_empty_reply_is_retried_like_a_5xx():
+    empty = ChatResult(text=" \n", model="m", prompt_tokens=5, completion_tokens=0,
+                       finish_reason="stop")  # fmt: skip
+    client = ScriptedClient(empty, OK)
+    outcome = complete_with_retries(client, REQUEST, policy=POLICY, sleep=lambda s: None)
+    assert outcome.result == OK and outcome.retries == 1
+    client = ScriptedClient(*[empty] * 4)
+    with pytest.raises(RetriesExhausted, match="gave up after 4 attempts: empty reply"):
+        complete_with_retries(client, REQUEST, policy=POLICY, sleep=lambda s: None)
+
+
 def test_permanent_errors_are_not_retried():
     client = ScriptedClient(PermanentLLMError("HTTP 401"), OK)
     with pytest.raises(PermanentLLMError):
@@ -193,6 +204,6 @@ def test_openai_client_maps_http_faults(fake_openai):
         if fault == "401":
             assert "401" in info.value.reason and "Incorrect API key" in info.value.reason
     fake_openai.configure(script=["empty"])
-    assert client.complete(REQUEST).text == ""
+    assert client.complete(REQUEST).text == ""  # the retry loop, not the client, retries it
     fake_openai.configure(script=["length"])
     assert client.complete(REQUEST).finish_reason == "length"

@@ -143,6 +143,54 @@ def test_exhausted_retries_fail_with_the_last_error(
     assert run.status == GenerationRun.Status.FAILED
 
 
+def test_an_empty_reply_is_retried_and_never_ends_a_dialogue(
+    scenario, openai_provider, django_capture_on_commit_callbacks
+):
+    openai_provider.configure(script=[None, "empty", None, "empty", "empty"])
+    with django_capture_on_commit_callbacks(execute=True):
+        run = launch(scenario, count=1)
+    dialogue = run.dialogues.get()
+    turns = live_turns(dialogue)
+    assert dialogue.status == Dialogue.Status.COMPLETE and len(turns) == 4
+    assert all(t.text and not t.warnings for t in turns)
+    assert [t.retries for t in turns] == [0, 1, 2, 0]
+
+
+def test_a_dialogue_that_cannot_reach_its_minimum_fails_and_is_never_complete(
+    scenario, openai_provider, settings, django_capture_on_commit_callbacks
+):
+    settings.SYNTHREVIEW_LLM_MAX_RETRIES = 2
+    scenario.min_turns, scenario.max_turns = 3, 4
+    scenario.save()
+    # Turn 0 answers; every attempt at turn 1 comes back empty.
+    openai_provider.configure(script=[None, "empty", "empty", "empty"])
+    with django_capture_on_commit_callbacks(execute=True):
+        run = launch(scenario, count=1)
+    dialogue = run.dialogues.get()
+    assert dialogue.status == Dialogue.Status.FAILED
+    assert dialogue.failure_reason == "gave up after 3 attempts: empty reply"
+    assert len(live_turns(dialogue)) == 1
+    run.refresh_from_db()
+    assert (run.status, run.done_count, run.failed_count) == (GenerationRun.Status.FAILED, 0, 1)
+
+
+def test_a_dialogue_ended_by_its_persona_before_the_minimum_fails_with_the_reason(
+    scenario, openai_provider, django_capture_on_commit_callbacks
+):
+    scenario.min_turns, scenario.max_turns = 3, 4
+    scenario.save()
+    replies = iter(["Hello.", "<END>"])  # the second persona ends it at once
+    openai_provider.configure(reply=lambda payload: next(replies, "More."))
+    with django_capture_on_commit_callbacks(execute=True):
+        run = launch(scenario, count=1)
+    dialogue = run.dialogues.get()
+    assert dialogue.status == Dialogue.Status.FAILED
+    assert dialogue.failure_reason == (
+        "ended after 2 turns (end marker), before the scenario's minimum of 3"
+    )
+    assert len(live_turns(dialogue)) == 2  # kept for the record
+
+
 def test_model_and_temperature_overrides_reach_the_server(
     scenario, openai_provider, django_capture_on_commit_callbacks
 ):
