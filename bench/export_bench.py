@@ -16,8 +16,9 @@ turn, `REPEATS` times:
   default; point it at a `git worktree` of another commit to measure that code on the same
   data and machine), its wall time and its peak RSS (`wait4`).
 
-Reported per case: the best export over the best floor (the machine's speed drifts, so each
-export is compared with floors taken beside it), and the worst peak RSS.
+Reported per case: the median floor and export, the median of each pair's export/floor ratio
+with its range (the machine's speed drifts, so each export is compared with the floor taken
+beside it), and the worst peak RSS.
 
 Use a database of its own: the seed is large and the run drops nothing else.
 """
@@ -27,13 +28,14 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPEATS = 3
+REPEATS = 5
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -240,7 +242,7 @@ def export_process(code: Path, args: list[str], out: Path, media: Path) -> tuple
 
 
 def run_case(url: str, sql: str, code: Path, args: list[str], tmp: Path) -> dict:
-    """`REPEATS` pairs of (floor, export); the best of each, the worst peak RSS."""
+    """`REPEATS` pairs of (floor, export): the medians, the pairs' ratios, the worst peak RSS."""
     floors, walls, peaks = [], [], []
     for _ in range(REPEATS):
         floors.append(copy_floor(url, sql, tmp / "floor.copy"))
@@ -251,7 +253,15 @@ def run_case(url: str, sql: str, code: Path, args: list[str], tmp: Path) -> dict
         size = (tmp / "out.jsonl").stat().st_size
         for path in [*tmp.glob("out*"), *media.rglob("*.json*")]:
             path.unlink()
-    return {"floor": min(floors), "wall": min(walls), "rss": max(peaks), "bytes": size}
+    ratios = [wall / floor for wall, floor in zip(walls, floors, strict=True)]
+    return {
+        "floor": statistics.median(floors),
+        "wall": statistics.median(walls),
+        "ratio": statistics.median(ratios),
+        "ratios": (min(ratios), max(ratios)),
+        "rss": max(peaks),
+        "bytes": size,
+    }
 
 
 def main() -> None:
@@ -278,9 +288,10 @@ def main() -> None:
         copy_floor(url, sql, Path(tmp) / "floor.copy")  # warm the cache for both
         for case_args, label in cases:
             result = run_case(url, sql, code, case_args, Path(tmp))
+            low, high = result["ratios"]
             print(
                 f"| {label} | {result['bytes'] / 1e6:.0f} MB | {result['floor']:.2f} s "
-                f"| {result['wall']:.2f} s | {result['wall'] / result['floor']:.2f}x "
+                f"| {result['wall']:.2f} s | {result['ratio']:.2f}x ({low:.2f}-{high:.2f}) "
                 f"| {result['rss']:.0f} MB |",
                 flush=True,
             )

@@ -221,6 +221,8 @@ class DialogueFormatter:
         while messages and messages[-1][style.role] == user:
             messages.pop()
             dropped += 1
+        # Every side is the user's or the assistant's: with no user message left at the end, the
+        # dialogue has an assistant message exactly when it ends on one.
         if not messages or messages[-1][style.role] != style.names[ASSISTANT]:
             self.stats.dialogues_without_assistant += 1
             return []

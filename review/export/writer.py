@@ -1,8 +1,9 @@
 """Reading the selection in one ordered stream and writing the lines, the file and its manifest.
 
 - One query: the selected approved dialogues' live turns ordered by (dialogue, position), on a
-  server-side cursor read `CHUNK_SIZE` rows at a time, so memory stays flat at any size and
-  the query count is constant. `itertools.groupby` cuts it into dialogues for the formatter.
+  server-side cursor read `CHUNK_SIZE` rows at a time (the next chunk by a thread while this
+  one is formatted), so memory stays flat at any size and the query count is constant.
+  `itertools.groupby` cuts it into dialogues for the formatter.
 - One snapshot: every read runs in one REPEATABLE READ READ ONLY transaction on PostgreSQL, so
   an edit made during an export lands in the next one.
 - Deterministic: stable ordering and encoding give the same bytes (and sha256) for the same
