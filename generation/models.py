@@ -192,12 +192,8 @@ class Dialogue(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
     attempts = models.PositiveIntegerField(default=0)
     # Set when the dialogue's task is enqueued; a run keeps at most its window dispatched
-    # (services.run_window: max_in_flight, plus headroom when requests are gated).
+    # (engine.dispatch.run_window: max_in_flight, plus headroom when requests are gated).
     dispatched_at = models.DateTimeField(null=True, blank=True)
-    # Set once the dialogue has handed its window slot to the run's next dialogue: as its last
-    # possible turn starts (so the successor is ready when the slot frees) or when it ends.
-    # Stored so that a task resumed after a crash never hands over a second time.
-    handed_over = models.BooleanField(default=False)
     # Usage of turns saved since the last roll-up into the run's totals. Each turn adds here
     # (a row only this dialogue's worker writes); the run's shared row is updated once per
     # dialogue, so hundreds of threads do not queue on one row lock.
