@@ -10,6 +10,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from generation.models import Dialogue, GenerationRun, Turn
+from generation.signals import dialogue_completed
 
 from . import dispatch, statements
 from .leases import OPEN_STATUSES, lease_forget, lease_held
@@ -96,7 +97,18 @@ def dialogue_finish(
         )
         run_totals_add(run_id=dialogue.run_id, usage=total, outcome=fields["status"])
         transaction.on_commit(lambda: lease_forget(dialogue.pk))
+        if fields["status"] == Dialogue.Status.COMPLETE:
+            transaction.on_commit(lambda: _announce_completed(dialogue))
     return Finished(successor=successor)
+
+
+def _announce_completed(dialogue: Dialogue) -> None:
+    dialogue_completed.send(
+        sender=Dialogue,
+        dialogue_id=dialogue.pk,
+        run_id=dialogue.run_id,
+        regenerated=dialogue.resume_from is not None,
+    )
 
 
 def hands_over(dialogue: Dialogue) -> bool:

@@ -24,6 +24,7 @@ from generation import services, tasks
 from generation.engine import dispatch, finish, gate, leases, loop, sweep, usage
 from generation.llm import get_client
 from generation.models import Dialogue, GenerationRun, Turn
+from generation.signals import dialogue_completed
 from tests.factories import DialogueFactory, RunFactory, TurnFactory, dialogue_with_turns
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -217,6 +218,35 @@ def test_a_failure_hands_its_slot_over_and_a_regeneration_does_not(
     assert sent == [waiting.pk]
     run.refresh_from_db()
     assert (run.done_count, run.failed_count) == (1, 1)
+
+
+def test_completion_is_announced_after_commit_and_failure_is_not(
+    scenario, sent, django_capture_on_commit_callbacks
+):
+    run = RunFactory(scenario=scenario, requested_count=3, status=GenerationRun.Status.RUNNING)
+    first, regenerated, failing = leased(run, 0), leased(run, 1, resume_from=1), leased(run, 2)
+    heard = []
+
+    def receiver(sender, **kwargs):
+        heard.append(kwargs)
+
+    dialogue_completed.connect(receiver)
+    try:
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            finish.dialogue_complete(dialogue=first, owner="me", reason="turn limit reached")
+        assert heard == []
+        for callback in callbacks:
+            callback()
+        with django_capture_on_commit_callbacks(execute=True):
+            finish.dialogue_complete(dialogue=regenerated, owner="me", reason="end marker")
+            finish.dialogue_fail(dialogue=failing, owner="me", reason="HTTP 401: bad key")
+            finish.dialogue_complete(dialogue=first, owner="me", reason="lease long gone")
+    finally:
+        dialogue_completed.disconnect(receiver)
+    assert [(h["dialogue_id"], h["run_id"], h["regenerated"]) for h in heard] == [
+        (first.pk, run.pk, False),
+        (regenerated.pk, run.pk, True),
+    ]
 
 
 def test_only_a_dialogue_that_handed_nothing_over_closes_the_run(scenario, sent):
