@@ -144,6 +144,7 @@ class GenerationRunAdmin(admin.ModelAdmin):
                 temperature_override=data["temperature_override"],
                 max_in_flight=data["max_in_flight"],
                 seed=data["seed"],
+                background=True,
             )
             messages.success(request, f"Launched {run}.")
             warning = LaunchRunForm.unknown_price_warning(data["model_override"])

@@ -6,18 +6,21 @@ run's next pending dialogue in the same commit as its end (`successor_claim`), s
 generating" stays constant at every commit without counting or locking the run's row.
 
 Tasks are sent by name, so the engine never imports `generation.tasks`. Without a broker
-(`task_always_eager`) they run in this process, one after another, in the order enqueued.
+(`task_always_eager`) they run in this process, one after another, in the order enqueued: in
+the calling thread, or for a launch from the browser on a thread of its own, so the request
+returns at once and the run page shows the progress.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections import deque
 
 from celery import current_app
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -26,6 +29,8 @@ from generation.models import Dialogue, GenerationRun
 from . import gate
 
 TASK_NAME = "generation.generate_dialogue"
+
+log = logging.getLogger(__name__)
 
 _inline = threading.local()
 
@@ -56,12 +61,19 @@ def run_window(*, max_in_flight: int) -> int:
     return max_in_flight + math.ceil(max_in_flight * settings.SYNTHREVIEW_DIALOGUE_HEADROOM)
 
 
-def enqueue(dialogue_ids: list[int]) -> None:
-    """Send each dialogue's task (call on commit: the rows must be visible to the worker)."""
+def enqueue(dialogue_ids: list[int], *, background: bool = False) -> None:
+    """Send each dialogue's task (call on commit: the rows must be visible to the worker).
+
+    Without a broker the tasks run in this process: in the calling thread, or with
+    `background` on a new thread (its successors join that thread's queue).
+    """
     if not dialogue_ids:
         return
     if tasks_run_inline():
-        _run_inline(dialogue_ids)
+        if background:
+            _run_inline_in_thread(dialogue_ids)
+        else:
+            _run_inline(dialogue_ids)
         return
     for dialogue_id in dialogue_ids:
         current_app.send_task(
@@ -69,10 +81,11 @@ def enqueue(dialogue_ids: list[int]) -> None:
         )
 
 
-def _run_inline(dialogue_ids: list[int]) -> None:
+def _run_inline(dialogue_ids: list[int], *, keep_going: bool = False) -> None:
     """Run the tasks here, in order. A task that enqueues more (a finishing dialogue's
     successor) adds to the queue being drained instead of nesting, so the stack stays flat
-    whatever the run's size."""
+    whatever the run's size. `keep_going` logs a task's error and goes on with the next one
+    (a background thread has no caller to raise to)."""
     pending = getattr(_inline, "pending", None)
     if pending is not None:
         pending.extend(dialogue_ids)
@@ -81,9 +94,27 @@ def _run_inline(dialogue_ids: list[int]) -> None:
     try:
         task = _dialogue_task()
         while pending:
-            task.apply((pending.popleft(),), throw=True)
+            dialogue_id = pending.popleft()
+            try:
+                task.apply((dialogue_id,), throw=True)
+            except Exception:
+                if not keep_going:
+                    raise
+                log.exception("dialogue %s: generation failed in the background", dialogue_id)
     finally:
         _inline.pending = None
+
+
+def _run_inline_in_thread(dialogue_ids: list[int]) -> None:
+    """Drain the tasks on a daemon thread of this process (it stops with the process)."""
+
+    def drain() -> None:
+        try:
+            _run_inline(dialogue_ids, keep_going=True)
+        finally:
+            connections.close_all()
+
+    threading.Thread(target=drain, name="synthreview-inline-generation", daemon=True).start()
 
 
 def _dialogue_task():
@@ -93,10 +124,11 @@ def _dialogue_task():
     return current_app.tasks[TASK_NAME]
 
 
-def run_dispatch(*, run_id: int) -> int:
+def run_dispatch(*, run_id: int, background: bool = False) -> int:
     """Enqueue pending dialogues up to the run's window; returns how many were claimed.
 
-    Called at launch and by the sweep (which tops windows up if a hand-over was lost).
+    Called at launch and by the sweep (which tops windows up if a hand-over was lost);
+    `background` as for `enqueue`.
     """
     with transaction.atomic():
         run = GenerationRun.objects.select_for_update().filter(pk=run_id).order_by().first()
@@ -121,7 +153,7 @@ def run_dispatch(*, run_id: int) -> int:
         )
         if ids:
             Dialogue.objects.filter(pk__in=ids).update(dispatched_at=timezone.now())
-            transaction.on_commit(lambda: enqueue(ids))
+            transaction.on_commit(lambda: enqueue(ids, background=background))
     return len(ids)
 
 

@@ -24,9 +24,14 @@ def run_launch(
     temperature_override: float | None = None,
     max_in_flight: int = 64,
     seed: int | None = None,
+    background: bool = False,
 ) -> GenerationRun:
     """Create the run and its dialogues; the first window's tasks are enqueued once this
-    commits (`run_dispatch`)."""
+    commits (`run_dispatch`).
+
+    `background`: without a broker, generate on a thread of this process and return at once
+    (a launch from the browser); with a broker the workers generate either way.
+    """
     scenario_check_ready(scenario=scenario)
     if count < 1:
         raise ValueError("count must be at least 1")
@@ -50,7 +55,7 @@ def run_launch(
             ],
             batch_size=1000,
         )
-        transaction.on_commit(lambda: run_dispatch(run_id=run.pk))
+        transaction.on_commit(lambda: run_dispatch(run_id=run.pk, background=background))
     return run
 
 

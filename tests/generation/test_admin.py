@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+import threading
+import time
+from unittest import mock
+
+import pytest
 from django.urls import reverse
 
+from generation.llm.demo import DemoClient
 from generation.models import Dialogue, GenerationRun, Persona, Scenario
 from tests.factories import DialogueFactory, RunFactory, ScenarioFactory, dialogue_with_turns
 
@@ -127,19 +133,38 @@ def test_launch_refuses_a_scenario_with_both_personas_on_one_side(admin_client):
     assert not GenerationRun.objects.exists()
 
 
-def test_launch_form_creates_a_run_and_lands_on_the_run_page(
-    admin_client, admin_user, django_capture_on_commit_callbacks
+@pytest.mark.django_db(transaction=True)
+def test_launch_form_returns_at_once_and_generates_on_a_thread_without_a_broker(
+    admin_client, admin_user
 ):
+    """No broker: the request returns while the model is still answering (the thread holds
+    the dialogue), lands on the run page, and the run finishes on its own."""
     scenario = ScenarioFactory()
     url = reverse("admin:generation_generationrun_add")
     page = admin_client.get(url).content.decode()
     assert "admin/css/forms.css" in page and 'class="required" for="id_scenario"' in page
-    with django_capture_on_commit_callbacks(execute=True):
+    answering, release = threading.Event(), threading.Event()
+    complete = DemoClient.complete
+
+    def slow_complete(self, request):
+        answering.set()
+        assert release.wait(10), "the test never released the model"
+        return complete(self, request)
+
+    with mock.patch.object(DemoClient, "complete", slow_complete):
         response = admin_client.post(url, {"scenario": scenario.pk, "count": "3", "model_override": "",
                                            "temperature_override": "0.3", "max_in_flight": "2", "seed": ""})  # fmt: skip
-    run = GenerationRun.objects.get()
-    assert response.status_code == 302
-    assert response["Location"] == reverse("generation:run_detail", args=[run.pk])
+        run = GenerationRun.objects.get()
+        assert response.status_code == 302
+        assert response["Location"] == reverse("generation:run_detail", args=[run.pk])
+        assert answering.wait(10)
+        assert GenerationRun.objects.get().status == GenerationRun.Status.RUNNING
+        assert "Running" in admin_client.get(response["Location"]).content.decode()
+        release.set()
+        deadline = time.monotonic() + 20
+        while run.status in GenerationRun.ACTIVE_STATUSES and time.monotonic() < deadline:
+            time.sleep(0.05)
+            run.refresh_from_db()
     assert (
         run.created_by == admin_user and run.max_in_flight == 2 and run.temperature_override == 0.3
     )
