@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 
 from .base import ChatRequest, ChatResult
+from .demo_judge import scripted_judgement
 
 DEMO_MODEL = "demo-scripted"
 
@@ -259,6 +260,8 @@ class DemoClient:
 
     def complete(self, request: ChatRequest) -> ChatResult:
         ctx = request.context
+        if ctx.get("task") == "judge":
+            return _result(request, scripted_judgement(ctx))
         slug = str(ctx.get("scenario", ""))
         position = _int(ctx.get("position"))
         topic = str(ctx.get("topic", "the topic"))
@@ -283,12 +286,16 @@ class DemoClient:
             .replace("{end}", end)
             .strip()
         )
-        prompt = " ".join(m.get("content", "") for m in request.messages)
-        return ChatResult(
-            text=text,
-            model=DEMO_MODEL,
-            prompt_tokens=_approx_tokens(prompt),
-            completion_tokens=_approx_tokens(text),
-            finish_reason="stop",
-            latency_ms=0,
-        )
+        return _result(request, text)
+
+
+def _result(request: ChatRequest, text: str) -> ChatResult:
+    prompt = " ".join(m.get("content", "") for m in request.messages)
+    return ChatResult(
+        text=text,
+        model=DEMO_MODEL,
+        prompt_tokens=_approx_tokens(prompt),
+        completion_tokens=_approx_tokens(text),
+        finish_reason="stop",
+        latency_ms=0,
+    )

@@ -9,6 +9,13 @@ at a rate or from a scripted sequence:
     without an answer), malformed (invalid JSON), empty (empty content), length
     (finish_reason "length"), 401 (bad key).
 
+Judge requests (those asking for the "turn_marks" schema, see review/judge/prompt.py) have
+their own script, `judge_script`, consumed first (empty: "valid"): valid (`{"marks":
+judge_marks}`), fenced (the same in a Markdown fence with a sentence around it), malformed
+(cut-off JSON), unknown_turns (judge_marks plus marks on turns 0 and 999 and an unknown
+category), refuse_schema (HTTP 400 when the request has a response_format), or one of the
+faults above.
+
 In tests: `with FakeOpenAI(latency=0.01) as fake: ... fake.url ...` (see the `fake_openai`
 fixture in tests/generation/conftest.py). Standalone, for the benchmark:
 
@@ -29,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 FAULTS = ("429", "500", "slow", "drop", "malformed", "empty", "length", "401")
+JUDGE_ANSWERS = ("valid", "fenced", "malformed", "unknown_turns", "refuse_schema")
+JUDGE_SCHEMA = "turn_marks"
 
 _WORDS = [
     "angle",
@@ -107,6 +116,32 @@ class FakeState:
     faults_served: dict[str, int] = field(default_factory=dict)
     payloads: list[dict] = field(default_factory=list)
     keep_payloads: int = 2000
+    judge_script: list[str] = field(default_factory=list)  # consumed first; empty = "valid"
+    judge_marks: list[dict] = field(default_factory=list)
+    judge_requests: int = 0
+
+
+def is_judge_request(payload: dict) -> bool:
+    schema = (payload.get("response_format") or {}).get("json_schema") or {}
+    if schema.get("name") == JUDGE_SCHEMA:
+        return True
+    messages = payload.get("messages") or [{}]
+    return f'"{JUDGE_SCHEMA}"' in str(messages[0].get("content", ""))
+
+
+def judge_answer(mode: str, marks: list[dict]) -> str:
+    if mode == "fenced":
+        return "Here are my marks:\n```json\n" + json.dumps({"marks": marks}) + "\n```\nDone."
+    if mode == "malformed":
+        return '{"marks": [{"turn": 1, "category": "fact'
+    if mode == "unknown_turns":
+        extra = [
+            {"turn": 0, "category": "factual", "severity": 1, "rationale": "no such turn"},
+            {"turn": 999, "category": "factual", "severity": 1, "rationale": "no such turn"},
+            {"turn": 1, "category": "spelling", "severity": 1, "rationale": "no such category"},
+        ]
+        return json.dumps({"marks": [*marks, *extra]})
+    return json.dumps({"marks": marks})
 
 
 class FakeOpenAI:
@@ -149,6 +184,20 @@ class FakeOpenAI:
             if fault:
                 state.faults_served[fault] = state.faults_served.get(fault, 0) + 1
             return fault
+
+    def _next_judge(self, payload: dict) -> tuple[str | None, str | None]:
+        """(fault, answer text) for a judge request, from `judge_script`."""
+        with self._lock:
+            state = self.state
+            state.requests += 1
+            state.judge_requests += 1
+            mode = state.judge_script.pop(0) if state.judge_script else "valid"
+            state.faults_served[mode] = state.faults_served.get(mode, 0) + 1
+            if mode == "refuse_schema":
+                return ("400", None) if payload.get("response_format") else (None, None)
+            if mode in JUDGE_ANSWERS:
+                return None, judge_answer(mode, state.judge_marks)
+            return mode, None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -281,17 +330,24 @@ class FakeOpenAI:
             if len(state.payloads) < state.keep_payloads:
                 state.payloads.append(payload)
         try:
-            fault = self._next_fault()
+            answer = None
+            if is_judge_request(payload):
+                fault, answer = self._next_judge(payload)
+                answer = answer or judge_answer("valid", state.judge_marks)
+            else:
+                fault = self._next_fault()
             if fault == "slow":
                 await asyncio.sleep(state.slow_seconds)
             elif state.latency:
                 await asyncio.sleep(state.latency)
-            return await self._answer(fault, payload, writer)
+            return await self._answer(fault, payload, writer, answer)
         finally:
             with self._lock:
                 state.in_flight -= 1
 
-    async def _answer(self, fault: str | None, payload: dict, writer) -> bool:
+    async def _answer(
+        self, fault: str | None, payload: dict, writer, answer: str | None = None
+    ) -> bool:
         state = self.state
         if fault == "drop":
             writer.transport.abort()
@@ -303,6 +359,9 @@ class FakeOpenAI:
             )
         elif fault == "500":
             self._write(writer, 500, b'{"error": {"message": "internal error (injected)"}}')
+        elif fault == "400":
+            error = {"error": {"message": "response_format is not supported (injected)"}}
+            self._write(writer, 400, json.dumps(error).encode())
         elif fault == "401":
             error = {
                 "error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}
@@ -311,7 +370,7 @@ class FakeOpenAI:
         elif fault == "malformed":
             self._write(writer, 200, b'{"id": "chatcmpl-x", "choices": [{"message": ')
         else:
-            text = "" if fault == "empty" else state.reply(payload)
+            text = "" if fault == "empty" else (answer or state.reply(payload))
             finish = "stop"
             if fault == "length":
                 text, finish = text[: max(1, len(text) // 2)], "length"
