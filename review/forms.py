@@ -58,5 +58,9 @@ class DismissForm(forms.Form):
     reason = forms.CharField(required=False, max_length=2000)
 
 
+class NoFieldsForm(forms.Form):
+    """For actions whose URL says everything (accept or dismiss a judge suggestion)."""
+
+
 class ReasonForm(VersionForm):
     reason = forms.CharField(required=False, max_length=5000)

@@ -141,9 +141,7 @@ class JudgeConfig(models.Model):
         Scenario, on_delete=models.CASCADE, primary_key=True, related_name="judge_config"
     )
     enabled = models.BooleanField(default=True)
-    model = models.CharField(
-        max_length=200, blank=True, help_text="Empty: SYNTHREVIEW_LLM_MODEL."
-    )
+    model = models.CharField(max_length=200, blank=True, help_text="Empty: SYNTHREVIEW_LLM_MODEL.")
     rubric = models.TextField(
         help_text="What the judge looks for, in plain words; the transcript and the answer "
         "format are added to it."

@@ -15,7 +15,7 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from generation.models import Dialogue, Turn
-from review.models import DialogueReview, Flag, ReviewEvent, TurnRevision
+from review.models import DialogueReview, Flag, ReviewEvent, Suggestion, TurnRevision
 
 QUEUE_STATUSES = {
     "awaiting": "Awaiting review",
@@ -136,17 +136,27 @@ def _live_turns() -> QuerySet:
                 queryset=TurnRevision.objects.select_related("author"),
                 to_attr="revision_list",
             ),
+            Prefetch(
+                "suggestions",
+                queryset=Suggestion.objects.select_related("decided_by"),
+                to_attr="suggestion_list",
+            ),
         )
         .order_by("position")
     )
 
 
 def dialogue_for_review(*, pk: int) -> Dialogue:
-    """A dialogue with its run, scenario, personas, review, live turns (with flags and
-    revisions), discarded turns and recent events: a constant 8 queries, whatever its size."""
+    """A dialogue with its run, scenario, personas, review, judgement, live turns (with flags,
+    revisions and judge suggestions), discarded turns and recent events: a constant 9 queries,
+    whatever its size."""
     dialogue = get_object_or_404(
         Dialogue.objects.select_related(
-            "run", "scenario", "review__claimed_by", "review__decided_by"
+            "run",
+            "scenario__judge_config",
+            "review__claimed_by",
+            "review__decided_by",
+            "judgement",
         ).prefetch_related(
             "scenario__personas",
             Prefetch("turns", queryset=_live_turns(), to_attr="live_turns"),
@@ -179,6 +189,15 @@ def annotate_dialogue(dialogue: Dialogue) -> None:
         if flag.resolution == Flag.Resolution.OPEN
     )
     dialogue.warning_count = sum(1 for turn in dialogue.live_turns if turn.warnings)
+    dialogue.undecided_suggestion_count = sum(
+        1
+        for turn in dialogue.live_turns
+        for suggestion in turn.suggestion_list
+        if suggestion.status == Suggestion.Status.UNDECIDED
+    )
+    dialogue.judgement_state = getattr(dialogue, "judgement", None)
+    config = getattr(dialogue.scenario, "judge_config", None)
+    dialogue.severity_max = config.severity_max if config else None
 
 
 def turn_for_review(*, dialogue_pk: int, turn_pk: int) -> Turn:

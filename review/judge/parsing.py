@@ -124,7 +124,7 @@ def _integer(value: object) -> int | None:
 
 
 def _category_key(raw: str) -> str:
-    """"Factual error", "factual", "Off-topic" -> the flag category's key (or as given)."""
+    """ "Factual error", "factual", "Off-topic" -> the flag category's key (or as given)."""
     text = raw.strip().lower()
     if text in _LABELS:
         return _LABELS[text]

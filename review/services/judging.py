@@ -176,9 +176,7 @@ def suggestions_replace(*, turns: list[Turn], parsed: ParsedMarks) -> int:
     """The pass's marks replace the undecided suggestions on these turns; a mark an expert
     already accepted or dismissed (same turn and category) is not suggested again."""
     Suggestion.objects.filter(turn__in=turns, status=Suggestion.Status.UNDECIDED).delete()
-    decided = set(
-        Suggestion.objects.filter(turn__in=turns).values_list("turn_id", "category")
-    )
+    decided = set(Suggestion.objects.filter(turn__in=turns).values_list("turn_id", "category"))
     new = [
         Suggestion(
             turn=turns[mark.turn - 1],

@@ -37,9 +37,9 @@ class TestParsing:
 
     def test_tolerates_fences_prose_labels_and_strings(self):
         text = (
-            "Sure! Here you go:\n```json\n[{\"turn\": \"3\", \"category\": \"Reasoning error\", "
-            "\"severity\": 2.0, \"rationale\": \"wrong step\"}, {\"turn\": 1, \"category\": "
-            "\"off-topic\", \"severity\": 9}]\n```"
+            'Sure! Here you go:\n```json\n[{"turn": "3", "category": "Reasoning error", '
+            '"severity": 2.0, "rationale": "wrong step"}, {"turn": 1, "category": '
+            '"off-topic", "severity": 9}]\n```'
         )
         parsed = parse(text)
         assert [(m.turn, m.category, m.severity) for m in parsed.marks] == [
