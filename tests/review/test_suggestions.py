@@ -7,7 +7,7 @@ import pytest
 from django.urls import reverse
 
 from review import services
-from review.models import DialogueReview, Judgement, JudgeConfig, ReviewEvent, Suggestion
+from review.models import DialogueReview, JudgeConfig, Judgement, ReviewEvent, Suggestion
 from tests.factories import dialogue_with_turns
 from tests.review.helpers import HX, url
 
