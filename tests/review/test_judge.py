@@ -232,3 +232,40 @@ def test_demo_runs_are_judged_by_the_scripted_judge(settings, django_capture_on_
             assert "never ask for your PIN" in suggestion.turn.text  # the wrong mark
     run.refresh_from_db()
     assert run.prompt_tokens > sum(d.turns.count() for d in run.dialogues.all())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_seed_demo_leaves_judged_dialogues():
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("seed_demo", "--dialogues", "6", stdout=out)
+    assert JudgeConfig.objects.count() == 3
+    complete = GenerationRun.objects.values_list("dialogues", flat=True)
+    judgements = Judgement.objects.filter(dialogue__in=complete)
+    assert judgements.count() == 18 and set(judgements.values_list("status", flat=True)) == {"done"}
+    assert "the judge suggested" in out.getvalue()
+    # Right marks (a scripted mistake) and wrong ones (a correct turn) are both there.
+    texts = set(Suggestion.objects.values_list("turn__text", flat=True))
+    assert any("three-digit security code" in t or "sine is always" in t for t in texts)
+    assert any("never ask for your PIN" in t or "30-60-90" in t or "6 g a day" in t for t in texts)
+
+
+def test_the_admin_sets_up_a_judge(admin_client):
+    from django.urls import reverse
+
+    from tests.factories import ScenarioFactory
+
+    scenario = ScenarioFactory()
+    add = reverse("admin:review_judgeconfig_add")
+    assert "You check synthetic training dialogues" in admin_client.get(add).content.decode()
+    response = admin_client.post(add, {
+        "scenario": scenario.pk, "enabled": "on", "model": "", "rubric": "Check the maths.",
+        "categories": ["factual", "reasoning"], "severity_max": "4",
+    })  # fmt: skip
+    assert response.status_code == 302
+    config = JudgeConfig.objects.get(scenario=scenario)
+    assert config.allowed_categories() == ["factual", "reasoning"] and config.severity_max == 4
+    assert admin_client.get(reverse("admin:review_judgement_changelist")).status_code == 200
