@@ -269,3 +269,30 @@ def test_the_admin_sets_up_a_judge(admin_client):
     config = JudgeConfig.objects.get(scenario=scenario)
     assert config.allowed_categories() == ["factual", "reasoning"] and config.severity_max == 4
     assert admin_client.get(reverse("admin:review_judgement_changelist")).status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_regenerated_dialogue_is_judged_again(settings, reviewer, django_capture_on_commit_callbacks):
+    """After "Regenerate from here" the new turns are judged: the old marks on the discarded
+    turns stay with them (out of the review), the live turns get the new pass's marks."""
+    from review.services import dialogue_regenerate
+
+    settings.OPENAI_BASE_URL = settings.OPENAI_API_KEY = ""
+    scenario = next(
+        s for s in generation_services.scenario_upsert_examples() if s.slug == "card-fraud-report"
+    )
+    JudgeConfig.objects.create(scenario=scenario, rubric="Check it.")
+    with django_capture_on_commit_callbacks(execute=True):
+        run = generation_services.run_launch(scenario=scenario, count=1, seed=0)
+    dialogue = run.dialogues.get()
+    before = Judgement.objects.get(pk=dialogue.pk).transcript
+    first = dialogue.turns.get(position=0)
+    with django_capture_on_commit_callbacks(execute=True):
+        discarded = dialogue_regenerate(dialogue_id=dialogue.pk, turn_id=first.pk, actor=reviewer)
+    assert discarded > 0
+    judgement = Judgement.objects.get(pk=dialogue.pk)
+    assert judgement.status == "done" and judgement.transcript != before
+    live = Suggestion.objects.filter(turn__dialogue=dialogue, turn__discarded_at__isnull=True)
+    for suggestion in live.select_related("turn"):
+        assert suggestion.created_at >= judgement.started_at
+    assert judgement.mark_count == live.count()
