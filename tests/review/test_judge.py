@@ -272,7 +272,9 @@ def test_the_admin_sets_up_a_judge(admin_client):
 
 
 @pytest.mark.django_db
-def test_a_regenerated_dialogue_is_judged_again(settings, reviewer, django_capture_on_commit_callbacks):
+def test_a_regenerated_dialogue_is_judged_again(
+    settings, reviewer, django_capture_on_commit_callbacks
+):
     """After "Regenerate from here" the new turns are judged: the old marks on the discarded
     turns stay with them (out of the review), the live turns get the new pass's marks."""
     from review.services import dialogue_regenerate
