@@ -77,7 +77,13 @@ def dialogue_judge(*, dialogue_id: int) -> Judgement | None:
     slots = None
     if requests_gated():  # the judge's calls share the run's request slots
         slots = request_gate(run_id=run.pk, limit=run.max_in_flight)
-    answer = judge_ask(get_client(run.provider), request, parse=parse, slots=slots)
+    try:
+        answer = judge_ask(get_client(run.provider), request, parse=parse, slots=slots)
+    except Exception as exc:
+        # Not an LLM fault (those are in the answer): the gate's Redis, a bug. Record it, so
+        # the dialogue does not show a judge "running" for ever, and let the task log it.
+        judgement_record(claimed=claimed, answer=JudgeAnswer(error=f"internal error: {exc!r}"))
+        raise
     return judgement_record(claimed=claimed, answer=answer)
 
 

@@ -201,6 +201,19 @@ class TestJudgePass:
             Suggestion.objects.filter(turn__dialogue=judged).values_list("turn__position", "status")
         ) == [(1, "dismissed"), (3, "undecided")]
 
+    def test_an_internal_error_is_recorded_not_left_running(self, judged, fake_openai):  # noqa: F811
+        from unittest import mock
+
+        from review.services import judging
+
+        boom = RuntimeError("gate unreachable")
+        with mock.patch.object(judging, "judge_ask", side_effect=boom):
+            with pytest.raises(RuntimeError):
+                dialogue_judge(dialogue_id=judged.pk)
+        judgement = Judgement.objects.get(pk=judged.pk)
+        assert judgement.status == Judgement.Status.FAILED
+        assert judgement.error == "judge failed: internal error: RuntimeError('gate unreachable')"
+
     def test_no_judge_no_pass(self, judged, fake_openai):  # noqa: F811
         JudgeConfig.objects.filter(scenario=judged.scenario).update(enabled=False)
         assert dialogue_judge(dialogue_id=judged.pk) is None
