@@ -207,9 +207,11 @@ class TestJudgePass:
         from review.services import judging
 
         boom = RuntimeError("gate unreachable")
-        with mock.patch.object(judging, "judge_ask", side_effect=boom):
-            with pytest.raises(RuntimeError):
-                dialogue_judge(dialogue_id=judged.pk)
+        with (
+            mock.patch.object(judging, "judge_ask", side_effect=boom),
+            pytest.raises(RuntimeError),
+        ):
+            dialogue_judge(dialogue_id=judged.pk)
         judgement = Judgement.objects.get(pk=judged.pk)
         assert judgement.status == Judgement.Status.FAILED
         assert judgement.error == "judge failed: internal error: RuntimeError('gate unreachable')"
