@@ -9,12 +9,7 @@ at a rate or from a scripted sequence:
     without an answer), malformed (invalid JSON), empty (empty content), length
     (finish_reason "length"), 401 (bad key).
 
-Judge requests (those asking for the "turn_marks" schema, see review/judge/prompt.py) have
-their own script, `judge_script`, consumed first (empty: "valid"): valid (`{"marks":
-judge_marks}`), fenced (the same in a Markdown fence with a sentence around it), malformed
-(cut-off JSON), unknown_turns (judge_marks plus marks on turns 0 and 999 and an unknown
-category), refuse_schema (HTTP 400 when the request has a response_format), or one of the
-faults above.
+Judge requests (review/judge/) have their own script, `judge_script`: see fake_judge.py.
 
 In tests: `with FakeOpenAI(latency=0.01) as fake: ... fake.url ...` (see the `fake_openai`
 fixture in tests/generation/conftest.py). Standalone, for the benchmark:
@@ -35,9 +30,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .fake_judge import is_judge_request, judge_answer, next_judge
+
 FAULTS = ("429", "500", "slow", "drop", "malformed", "empty", "length", "401")
-JUDGE_ANSWERS = ("valid", "fenced", "malformed", "unknown_turns", "refuse_schema")
-JUDGE_SCHEMA = "turn_marks"
 
 _WORDS = [
     "angle",
@@ -121,29 +116,6 @@ class FakeState:
     judge_requests: int = 0
 
 
-def is_judge_request(payload: dict) -> bool:
-    schema = (payload.get("response_format") or {}).get("json_schema") or {}
-    if schema.get("name") == JUDGE_SCHEMA:
-        return True
-    messages = payload.get("messages") or [{}]
-    return f'"{JUDGE_SCHEMA}"' in str(messages[0].get("content", ""))
-
-
-def judge_answer(mode: str, marks: list[dict]) -> str:
-    if mode == "fenced":
-        return "Here are my marks:\n```json\n" + json.dumps({"marks": marks}) + "\n```\nDone."
-    if mode == "malformed":
-        return '{"marks": [{"turn": 1, "category": "fact'
-    if mode == "unknown_turns":
-        extra = [
-            {"turn": 0, "category": "factual", "severity": 1, "rationale": "no such turn"},
-            {"turn": 999, "category": "factual", "severity": 1, "rationale": "no such turn"},
-            {"turn": 1, "category": "spelling", "severity": 1, "rationale": "no such category"},
-        ]
-        return json.dumps({"marks": [*marks, *extra]})
-    return json.dumps({"marks": marks})
-
-
 class FakeOpenAI:
     """Runs the server in a background thread with its own event loop."""
 
@@ -186,18 +158,8 @@ class FakeOpenAI:
             return fault
 
     def _next_judge(self, payload: dict) -> tuple[str | None, str | None]:
-        """(fault, answer text) for a judge request, from `judge_script`."""
         with self._lock:
-            state = self.state
-            state.requests += 1
-            state.judge_requests += 1
-            mode = state.judge_script.pop(0) if state.judge_script else "valid"
-            state.faults_served[mode] = state.faults_served.get(mode, 0) + 1
-            if mode == "refuse_schema":
-                return ("400", None) if payload.get("response_format") else (None, None)
-            if mode in JUDGE_ANSWERS:
-                return None, judge_answer(mode, state.judge_marks)
-            return mode, None
+            return next_judge(self.state, payload)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
