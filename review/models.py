@@ -6,6 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
@@ -157,6 +158,13 @@ class JudgeConfig(models.Model):
 
     def __str__(self) -> str:
         return f"Judge of {self.scenario_id}"
+
+    def clean(self) -> None:
+        unknown = sorted(set(self.categories or ()) - set(Flag.Category.values))
+        if unknown:
+            raise ValidationError(
+                {"categories": f"Unknown flag categories: {', '.join(map(str, unknown))}."}
+            )
 
     def allowed_categories(self) -> list[str]:
         return [c for c in Flag.Category.values if not self.categories or c in self.categories]

@@ -106,3 +106,20 @@ def test_a_failed_judge_is_shown_and_review_goes_on(rclient, reviewer):
     html = rclient.get(url("dialogue", dialogue)).content.decode()
     assert "Judge failed: gave up after 6 attempts" in html
     assert 'id="approve-button" type="submit" class="primary approve wide">' in html
+
+
+def test_a_running_judge_is_said_and_does_not_block(rclient):
+    dialogue = dialogue_with_turns(2)
+    Judgement.objects.create(dialogue=dialogue, status="running", transcript="t")
+    html = rclient.get(url("dialogue", dialogue)).content.decode()
+    assert "The judge is reading this dialogue" in html
+    assert 'id="approve-button" type="submit" class="primary approve wide">' in html
+
+
+def test_a_judge_names_only_known_categories(db):
+    from django.core.exceptions import ValidationError
+
+    dialogue = dialogue_with_turns(1)
+    config = JudgeConfig(scenario=dialogue.scenario, rubric="r", categories=["factual", "typo"])
+    with pytest.raises(ValidationError, match="Unknown flag categories: typo"):
+        config.full_clean()
