@@ -254,7 +254,8 @@ def _generic_turn(position: int, key: str) -> str:
 class DemoClient:
     """Offline provider. Reads `request.context`: scenario, topic, position, variant and
     end_marker, and when the engine sends them, speaker and partner (persona names),
-    min_turns/max_turns and attempt (so regenerating writes something new)."""
+    min_turns/max_turns and attempt (so regenerating writes something new). A judge request
+    (task "judge") is answered by the scripted judge (`demo_judge`)."""
 
     provider = "demo"
 

@@ -1,4 +1,5 @@
-"""Every write of the review screens, one transaction each: claims, turn edits, verdicts.
+"""Every write of the review screens, one transaction each: claims, turn edits, verdicts,
+answers to judge suggestions; and the judge's pass over a completed dialogue.
 
 Import the public names from here; each lives in the module named beside it.
 """
