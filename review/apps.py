@@ -9,6 +9,7 @@ class ReviewConfig(AppConfig):
     verbose_name = "Review and export"
 
     def ready(self) -> None:
+        from review import receivers  # noqa: F401  (connects them)
         from review.permissions import reviewer_group_setup
 
         # After every migrate (and every test database flush), once permissions exist.

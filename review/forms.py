@@ -7,7 +7,7 @@ from django import forms
 
 from generation.models import GenerationRun, Scenario
 from review.models import Flag
-from review.selectors import QUEUE_STATUSES, QueueFilters
+from review.selectors import QUEUE_ORDERS, QUEUE_STATUSES, QueueFilters
 
 
 class QueueFilterForm(forms.Form):
@@ -25,6 +25,12 @@ class QueueFilterForm(forms.Form):
         required=False,
         label="Automatic warnings",
     )
+    judge = forms.ChoiceField(
+        choices=[("", "Any or none"), *Flag.Category.choices],
+        required=False,
+        label="Judge marked",
+    )
+    order = forms.ChoiceField(choices=list(QUEUE_ORDERS.items()), required=False)
 
     def filters(self) -> QueueFilters:
         """The filters, ignoring any invalid value (a stale link still shows a queue)."""
@@ -37,6 +43,8 @@ class QueueFilterForm(forms.Form):
             scenario_id=scenario.pk if scenario else None,
             status=data.get("status") or "awaiting",
             warnings=warnings,
+            order=data.get("order") or "run",
+            judge_category=data.get("judge") or "",
         )
 
 
@@ -56,6 +64,10 @@ class FlagForm(forms.Form):
 
 class DismissForm(forms.Form):
     reason = forms.CharField(required=False, max_length=2000)
+
+
+class NoFieldsForm(forms.Form):
+    """For actions whose URL says everything (accept or dismiss a judge suggestion)."""
 
 
 class ReasonForm(VersionForm):

@@ -15,7 +15,7 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from generation.models import Dialogue, Turn
-from review.models import DialogueReview, Flag, ReviewEvent, TurnRevision
+from review.models import DialogueReview, Flag, ReviewEvent, Suggestion, TurnRevision
 
 QUEUE_STATUSES = {
     "awaiting": "Awaiting review",
@@ -51,12 +51,39 @@ def has_warnings_subquery() -> Exists:
     )
 
 
+QUEUE_ORDERS = {"run": "Run order", "risk": "Riskiest first"}
+
+
 @dataclass(frozen=True)
 class QueueFilters:
     run_id: int | None = None
     scenario_id: int | None = None
     status: str = "awaiting"
     warnings: bool | None = None
+    order: str = "run"
+    judge_category: str = ""
+
+
+def judge_severity_subquery() -> Coalesce:
+    """The most severe judge mark on a live turn that nobody dismissed (0: none)."""
+    severest = (
+        Suggestion.objects.filter(turn__dialogue=OuterRef("pk"), turn__discarded_at__isnull=True)
+        .exclude(status=Suggestion.Status.DISMISSED)
+        .order_by("-severity")
+        .values("severity")[:1]
+    )
+    return Coalesce(Subquery(severest), 0)
+
+
+def queue_ordered(qs: QuerySet, order: str) -> QuerySet:
+    """The queue's order, which "Review next" follows too: the run's order (run, then position
+    in it), or the riskiest first: the judge's most severe standing mark, then automatic
+    warnings, then run order."""
+    if order == "risk":
+        return qs.alias(
+            judge_severity=judge_severity_subquery(), risky_warnings=has_warnings_subquery()
+        ).order_by("-judge_severity", "-risky_warnings", "run_id", "index")
+    return qs.order_by("run_id", "index")
 
 
 def reviewable_dialogues(filters: QueueFilters, *, now: datetime | None = None) -> QuerySet:
@@ -68,6 +95,13 @@ def reviewable_dialogues(filters: QueueFilters, *, now: datetime | None = None) 
         qs = qs.filter(scenario_id=filters.scenario_id)
     if filters.warnings is not None:
         qs = qs.alias(has_warnings=has_warnings_subquery()).filter(has_warnings=filters.warnings)
+    if filters.judge_category:
+        marked = Suggestion.objects.filter(
+            turn__dialogue=OuterRef("pk"),
+            turn__discarded_at__isnull=True,
+            category=filters.judge_category,
+        )
+        qs = qs.filter(Exists(marked))
     return qs
 
 
@@ -96,7 +130,7 @@ def queue_page(filters: QueueFilters, *, limit: int = 100) -> tuple[list[Dialogu
         .annotate(n=Count("pk"))
         .values("n")
     )
-    rows = list(
+    matching = (
         base.filter(status_q(filters.status, now=now))
         .select_related("scenario", "run", "review__claimed_by", "review__decided_by")
         .annotate(
@@ -104,8 +138,8 @@ def queue_page(filters: QueueFilters, *, limit: int = 100) -> tuple[list[Dialogu
             turn_count=Coalesce(Subquery(live_turns), 0),
             open_flag_count=Coalesce(Subquery(open_flags), 0),
         )
-        .order_by("run_id", "index")[:limit]
     )
+    rows = list(queue_ordered(matching, filters.order)[:limit])
     for dialogue in rows:
         dialogue.review_state = review_of(dialogue)
     return rows, counts, counts.get(filters.status, 0)
@@ -136,17 +170,27 @@ def _live_turns() -> QuerySet:
                 queryset=TurnRevision.objects.select_related("author"),
                 to_attr="revision_list",
             ),
+            Prefetch(
+                "suggestions",
+                queryset=Suggestion.objects.select_related("decided_by"),
+                to_attr="suggestion_list",
+            ),
         )
         .order_by("position")
     )
 
 
 def dialogue_for_review(*, pk: int) -> Dialogue:
-    """A dialogue with its run, scenario, personas, review, live turns (with flags and
-    revisions), discarded turns and recent events: a constant 8 queries, whatever its size."""
+    """A dialogue with its run, scenario, personas, review, judgement, live turns (with flags,
+    revisions and judge suggestions), discarded turns and recent events: a constant 9 queries,
+    whatever its size."""
     dialogue = get_object_or_404(
         Dialogue.objects.select_related(
-            "run", "scenario", "review__claimed_by", "review__decided_by"
+            "run",
+            "scenario__judge_config",
+            "review__claimed_by",
+            "review__decided_by",
+            "judgement",
         ).prefetch_related(
             "scenario__personas",
             Prefetch("turns", queryset=_live_turns(), to_attr="live_turns"),
@@ -179,6 +223,15 @@ def annotate_dialogue(dialogue: Dialogue) -> None:
         if flag.resolution == Flag.Resolution.OPEN
     )
     dialogue.warning_count = sum(1 for turn in dialogue.live_turns if turn.warnings)
+    dialogue.undecided_suggestion_count = sum(
+        1
+        for turn in dialogue.live_turns
+        for suggestion in turn.suggestion_list
+        if suggestion.status == Suggestion.Status.UNDECIDED
+    )
+    dialogue.judgement_state = getattr(dialogue, "judgement", None)
+    config = getattr(dialogue.scenario, "judge_config", None)
+    dialogue.severity_max = config.severity_max if config else None
 
 
 def turn_for_review(*, dialogue_pk: int, turn_pk: int) -> Turn:

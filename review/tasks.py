@@ -6,7 +6,7 @@ import logging
 
 from celery import shared_task
 
-from review import export
+from review import export, services
 
 logger = logging.getLogger(__name__)
 
@@ -21,3 +21,11 @@ def run_dataset_export(export_id: int) -> None:
     except (export.ExportError, OSError) as exc:
         # Recorded on the export row for the admin; nothing transient to retry.
         logger.warning("Export %s failed: %s", export_id, exc)
+
+
+@shared_task(name="review.judge_dialogue", acks_late=True, ignore_result=True)
+def judge_dialogue(dialogue_id: int) -> None:
+    """The judge's pass over a completed dialogue. LLM faults are retried inside and end as
+    "judge failed: <reason>" on the dialogue; a redelivered message finds the transcript
+    judged (or being judged) and returns."""
+    services.dialogue_judge(dialogue_id=dialogue_id)

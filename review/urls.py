@@ -48,4 +48,14 @@ urlpatterns = [
     path(f"{turn}revert/", views.turn_revert, name="turn_revert"),
     path(f"{turn}regenerate/", views.turn_regenerate, name="turn_regenerate"),
     path(f"{turn}flags/<int:flag_pk>/dismiss/", views.flag_dismiss, name="flag_dismiss"),
+    path(
+        f"{turn}suggestions/<int:suggestion_pk>/accept/",
+        views.suggestion_accept,
+        name="suggestion_accept",
+    ),
+    path(
+        f"{turn}suggestions/<int:suggestion_pk>/dismiss/",
+        views.suggestion_dismiss,
+        name="suggestion_dismiss",
+    ),
 ]

@@ -11,7 +11,8 @@ class ChatRequest:
     """One chat completion call, as a persona sees the conversation.
 
     `context` carries what the offline demo provider needs to stay on script (scenario slug,
-    topic, speaker position...); HTTP providers ignore it.
+    topic, speaker position...); HTTP providers ignore it. `response_format`, when set, is sent
+    as the OpenAI `response_format` field (structured output, e.g. a JSON schema).
     """
 
     model: str
@@ -19,6 +20,7 @@ class ChatRequest:
     temperature: float
     max_tokens: int
     context: dict[str, object] = field(default_factory=dict)
+    response_format: dict[str, object] | None = None
 
 
 @dataclass(frozen=True)

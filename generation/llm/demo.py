@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 
 from .base import ChatRequest, ChatResult
+from .demo_judge import scripted_judgement
 
 DEMO_MODEL = "demo-scripted"
 
@@ -253,12 +254,15 @@ def _generic_turn(position: int, key: str) -> str:
 class DemoClient:
     """Offline provider. Reads `request.context`: scenario, topic, position, variant and
     end_marker, and when the engine sends them, speaker and partner (persona names),
-    min_turns/max_turns and attempt (so regenerating writes something new)."""
+    min_turns/max_turns and attempt (so regenerating writes something new). A judge request
+    (task "judge") is answered by the scripted judge (`demo_judge`)."""
 
     provider = "demo"
 
     def complete(self, request: ChatRequest) -> ChatResult:
         ctx = request.context
+        if ctx.get("task") == "judge":
+            return _result(request, scripted_judgement(ctx))
         slug = str(ctx.get("scenario", ""))
         position = _int(ctx.get("position"))
         topic = str(ctx.get("topic", "the topic"))
@@ -283,12 +287,16 @@ class DemoClient:
             .replace("{end}", end)
             .strip()
         )
-        prompt = " ".join(m.get("content", "") for m in request.messages)
-        return ChatResult(
-            text=text,
-            model=DEMO_MODEL,
-            prompt_tokens=_approx_tokens(prompt),
-            completion_tokens=_approx_tokens(text),
-            finish_reason="stop",
-            latency_ms=0,
-        )
+        return _result(request, text)
+
+
+def _result(request: ChatRequest, text: str) -> ChatResult:
+    prompt = " ".join(m.get("content", "") for m in request.messages)
+    return ChatResult(
+        text=text,
+        model=DEMO_MODEL,
+        prompt_tokens=_approx_tokens(prompt),
+        completion_tokens=_approx_tokens(text),
+        finish_reason="stop",
+        latency_ms=0,
+    )

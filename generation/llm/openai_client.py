@@ -76,6 +76,8 @@ class OpenAIClient:
             "temperature": request.temperature,
             "max_tokens": request.max_tokens,
         }
+        if request.response_format is not None:
+            body["response_format"] = request.response_format
         try:
             # The SDK's documented raw request (`client.post(..., cast_to=httpx2.Response)`):
             # same client, auth, timeouts and error classes as `chat.completions.create`, but

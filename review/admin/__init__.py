@@ -3,4 +3,4 @@ the run and dialogue admins (generation.py)."""
 
 from __future__ import annotations
 
-from . import exports, generation, reviews  # noqa: F401  (registers the ModelAdmins)
+from . import exports, generation, judge, reviews  # noqa: F401  (registers the ModelAdmins)

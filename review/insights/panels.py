@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import quality, team, trends
+from . import judge, quality, team, trends
 from .figures import Figure
 from .plots import Plot, geometry
 from .scope import Scope
@@ -155,9 +155,17 @@ BACKLOG = Panel(
     Plot("line", "day", ("verdicts",)), show_facts=True,
 )  # fmt: skip
 
-RUN_BOARD = (FUNNEL, FLAGS_BY_TURN, STOP_REASONS, WARNINGS, COST, LATENCY)
+JUDGE = Panel(
+    "judge", "How good is the judge: its marks against the expert's", judge.judge_agreement,
+    Plot("grouped", "category", ("precision", "recall"), unit="%"),
+    note="Decided dialogues the judge read. Per category: (turn, category) pairs, the judge's "
+    "suggestions against the expert's flags left standing; overall: turns the judge marked "
+    "against turns the expert flagged or corrected.",
+)  # fmt: skip
+
+RUN_BOARD = (FUNNEL, FLAGS_BY_TURN, JUDGE, STOP_REASONS, WARNINGS, COST, LATENCY)
 SCENARIO_BOARD = (
-    FUNNEL, APPROVAL_PER_RUN, FLAGS_PER_RUN, FLAGS_BY_TURN, MODEL_CORRECTED, MODEL_FLAGS,
+    FUNNEL, APPROVAL_PER_RUN, FLAGS_PER_RUN, FLAGS_BY_TURN, JUDGE, MODEL_CORRECTED, MODEL_FLAGS,
     MODEL_COMPARE, STOP_REASONS, WARNINGS, COST, LATENCY,
 )  # fmt: skip
 TEAM_BOARD = (BACKLOG, PER_HOUR, MEDIAN_TIME, CORRECTIONS)

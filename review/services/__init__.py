@@ -1,4 +1,5 @@
-"""Every write of the review screens, one transaction each: claims, turn edits, verdicts.
+"""Every write of the review screens, one transaction each: claims, turn edits, verdicts,
+answers to judge suggestions; and the judge's pass over a completed dialogue.
 
 Import the public names from here; each lives in the module named beside it.
 """
@@ -15,6 +16,8 @@ from .errors import (
     ReviewError,
     TurnConflict,
 )
+from .judging import dialogue_judge
+from .suggestions import suggestion_accept, suggestion_dismiss
 from .turns import dialogue_regenerate, flag_dismiss, turn_correct, turn_flag, turn_revert
 from .verdicts import dialogue_approve, dialogue_reject, dialogue_reopen
 
@@ -28,6 +31,7 @@ __all__ = [
     "TurnConflict",
     "claim_deadline",
     "dialogue_approve",
+    "dialogue_judge",
     "dialogue_regenerate",
     "dialogue_reject",
     "dialogue_reopen",
@@ -36,6 +40,8 @@ __all__ = [
     "review_for",
     "review_release",
     "reviews_release",
+    "suggestion_accept",
+    "suggestion_dismiss",
     "turn_correct",
     "turn_flag",
     "turn_revert",

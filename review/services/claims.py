@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from generation.models import Dialogue
 from review.models import DialogueReview, ReviewEvent
-from review.selectors import QueueFilters, reviewable_dialogues
+from review.selectors import QueueFilters, queue_ordered, reviewable_dialogues
 from review.services.errors import ClaimedByOther, DialogueConflict, NotAllowed, ReviewError
 
 
@@ -91,7 +91,8 @@ def review_claim_next(
 ) -> Dialogue | None:
     """Claim the next dialogue awaiting review for `actor`, or None if there is none.
 
-    A dialogue the actor already holds comes first (a second click never hoards a second one).
+    Candidates come in the queue's order (`filters.order`: run order, or riskiest first). A
+    dialogue the actor already holds comes first (a second click never hoards a second one).
     Otherwise candidates are locked with SKIP LOCKED, so concurrent clicks each lock a different
     row; the claim is re-checked after the lock because a row locked late may have been claimed
     by a transaction that committed in between.
@@ -99,17 +100,12 @@ def review_claim_next(
     filters = filters or QueueFilters()
     now = timezone.now()
     with transaction.atomic():
-        mine = (
-            reviewable_dialogues(filters)
-            .filter(
-                review__claimed_by=actor,
-                review__claim_expires_at__gt=now,
-                review__status=DialogueReview.Status.PENDING,
-            )
-            .order_by("run_id", "index")
-            .values_list("pk", flat=True)
-            .first()
+        held = reviewable_dialogues(filters).filter(
+            review__claimed_by=actor,
+            review__claim_expires_at__gt=now,
+            review__status=DialogueReview.Status.PENDING,
         )
+        mine = queue_ordered(held, filters.order).values_list("pk", flat=True).first()
         if mine:
             dialogue, review = lock_dialogue(mine)
             claim_take(dialogue, review, actor, now)
@@ -122,11 +118,9 @@ def review_claim_next(
         # whole batch and find the queue empty.
         checked: list[int] = []
         for _ in range(50):
+            candidates = reviewable_dialogues(filters).filter(free).exclude(pk__in=checked)
             pk = (
-                reviewable_dialogues(filters)
-                .filter(free)
-                .exclude(pk__in=checked)
-                .order_by("run_id", "index")
+                queue_ordered(candidates, filters.order)
                 .select_for_update(skip_locked=True, of=("self",))
                 .values_list("pk", flat=True)
                 .first()

@@ -19,7 +19,7 @@ from review.services.claims import content_changed, lock_for_edit, record_event
 from review.services.errors import InvalidInput, NothingChanged, ReviewError, TurnConflict
 
 
-def _live_turn(dialogue: Dialogue, turn_id: int) -> Turn:
+def live_turn(dialogue: Dialogue, turn_id: int) -> Turn:
     try:
         turn = Turn.objects.select_for_update().get(pk=turn_id, dialogue=dialogue)
     except Turn.DoesNotExist:
@@ -67,7 +67,7 @@ def turn_correct(
     text = _clean_text(text)
     with transaction.atomic():
         dialogue, review = lock_for_edit(dialogue_id, actor)
-        turn = _live_turn(dialogue, turn_id)
+        turn = live_turn(dialogue, turn_id)
         if turn.version != expected_version:
             raise TurnConflict(turn, turn.revisions.select_related("author").last())
         unchanged = text == turn.text
@@ -91,7 +91,7 @@ def turn_revert(
     history). Flags that the correction had resolved are open again."""
     with transaction.atomic():
         dialogue, review = lock_for_edit(dialogue_id, actor)
-        turn = _live_turn(dialogue, turn_id)
+        turn = live_turn(dialogue, turn_id)
         if turn.version != expected_version:
             raise TurnConflict(turn, turn.revisions.select_related("author").last())
         if not turn.is_corrected:
@@ -111,7 +111,7 @@ def turn_flag(
         raise InvalidInput("Choose what is wrong with this turn.")
     with transaction.atomic():
         dialogue, review = lock_for_edit(dialogue_id, actor)
-        turn = _live_turn(dialogue, turn_id)
+        turn = live_turn(dialogue, turn_id)
         flag = Flag.objects.create(
             turn=turn, category=category, note=note.strip()[:2000], created_by=actor
         )
@@ -152,7 +152,7 @@ def dialogue_regenerate(
     the reviewer corrected it). Returns how many turns were discarded; they stay in history."""
     with transaction.atomic():
         dialogue, review = lock_for_edit(dialogue_id, actor)
-        turn = _live_turn(dialogue, turn_id)
+        turn = live_turn(dialogue, turn_id)
         if expected_version is not None and turn.version != expected_version:
             raise TurnConflict(turn, turn.revisions.select_related("author").last())
         try:

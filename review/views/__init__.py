@@ -6,10 +6,20 @@ from .dialogue import approve, dialogue, progress, reject, release, reopen
 from .health import healthz
 from .insights import insights_csv, run_insights, scenario_insights, team_insights
 from .queue import queue, review_next
-from .turns import flag_dismiss, turn, turn_edit, turn_flag, turn_regenerate, turn_revert
+from .turns import (
+    flag_dismiss,
+    suggestion_accept,
+    suggestion_dismiss,
+    turn,
+    turn_edit,
+    turn_flag,
+    turn_regenerate,
+    turn_revert,
+)
 
 __all__ = [
     "approve", "dialogue", "flag_dismiss", "healthz", "insights_csv", "progress", "queue",
     "reject", "release", "reopen", "review_next", "run_insights", "scenario_insights",
+    "suggestion_accept", "suggestion_dismiss",
     "team_insights", "turn", "turn_edit", "turn_flag", "turn_regenerate", "turn_revert",
 ]  # fmt: skip

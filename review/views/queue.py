@@ -15,12 +15,17 @@ from review.permissions import reviewer_required
 
 from ._render import dialogue_url
 
+# The order last chosen on the queue page, which "Review next" on a dialogue page follows.
+QUEUE_ORDER_KEY = "review_queue_order"
+
 
 @require_GET
 @reviewer_required
 def queue(request: HttpRequest) -> HttpResponse:
     form = QueueFilterForm(request.GET)
     filters = form.filters()
+    if request.session.get(QUEUE_ORDER_KEY, "run") != filters.order:
+        request.session[QUEUE_ORDER_KEY] = filters.order  # "Review next" on a dialogue follows it
     rows, counts, total = selectors.queue_page(filters)
     context = {"form": form, "filters": filters, "rows": rows, "counts": counts, "total": total}
     context["statuses"] = selectors.QUEUE_STATUSES
@@ -32,7 +37,9 @@ def queue(request: HttpRequest) -> HttpResponse:
 @reviewer_required
 def review_next(request: HttpRequest) -> HttpResponse:
     """Claim the next dialogue (within the queue's current filters) and open it."""
-    filters = QueueFilterForm(request.POST).filters()
+    data = request.POST.copy()
+    data.setdefault("order", request.session.get(QUEUE_ORDER_KEY, "run"))
+    filters = QueueFilterForm(data).filters()
     dialogue = services.review_claim_next(actor=request.user, filters=filters)
     if dialogue is None:
         messages.info(request, "Nothing is waiting for review right now. Well done!")

@@ -1,4 +1,5 @@
-"""Per-turn actions: edit (correct), flag, dismiss a flag, revert, regenerate from here.
+"""Per-turn actions: edit (correct), flag, dismiss a flag, revert, regenerate from here,
+accept or dismiss a judge suggestion.
 
 Each answers an htmx request with the turn's article (swapped in place) and the review panel
 out-of-band (open-flag count, version token); a plain form post is redirected back to the turn.
@@ -12,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from review import services
-from review.forms import DismissForm, FlagForm, TurnEditForm, VersionForm
+from review.forms import DismissForm, FlagForm, NoFieldsForm, TurnEditForm, VersionForm
 from review.permissions import reviewer_required
 from review.services import NothingChanged, TurnConflict
 
@@ -109,3 +110,27 @@ def _regenerate(*, dialogue_id: int, turn_id: int, actor: object, version: int) 
     return services.dialogue_regenerate(
         dialogue_id=dialogue_id, turn_id=turn_id, actor=actor, expected_version=version
     )
+
+
+@require_POST
+@reviewer_required
+def suggestion_accept(
+    request: HttpRequest, pk: int, turn_pk: int, suggestion_pk: int
+) -> HttpResponse:
+    def accept(**kwargs: object) -> object:
+        return services.suggestion_accept(suggestion_id=suggestion_pk, **kwargs)
+
+    return _turn_post(
+        request, pk, turn_pk, NoFieldsForm, accept, success="Suggestion accepted as a flag."
+    )
+
+
+@require_POST
+@reviewer_required
+def suggestion_dismiss(
+    request: HttpRequest, pk: int, turn_pk: int, suggestion_pk: int
+) -> HttpResponse:
+    def dismiss(**kwargs: object) -> object:
+        return services.suggestion_dismiss(suggestion_id=suggestion_pk, **kwargs)
+
+    return _turn_post(request, pk, turn_pk, NoFieldsForm, dismiss, success="Suggestion dismissed.")

@@ -64,13 +64,13 @@
     index = index === -1 ? (step > 0 ? 0 : list.length - 1) : index + step;
     setCurrent(list[Math.max(0, Math.min(list.length - 1, index))]);
   }
-  function turnAction(name) {
+  function turnAction(name, missing) {
     var turn = currentTurn() || turns()[0];
     if (!turn) return;
     setCurrent(turn);
     var button = turn.querySelector('[data-action="' + name + '"]');
     if (button) button.click();
-    else toast("This turn cannot be changed right now.", "info");
+    else toast(missing || "This turn cannot be changed right now.", "info");
   }
 
   function openShortcuts() {
@@ -110,6 +110,8 @@
       case "k": move(-1); break;
       case "e": turnAction("edit"); break;
       case "f": turnAction("flag"); break;
+      case "y": turnAction("accept-suggestion", "This turn has no open judge suggestion."); break;
+      case "x": turnAction("dismiss-suggestion", "This turn has no open judge suggestion."); break;
       case "a": {
         var approve = document.getElementById("approve-button");
         if (!approve) return;

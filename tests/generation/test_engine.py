@@ -303,10 +303,12 @@ def test_a_four_turn_dialogue_costs_a_bounded_number_of_queries(scenario):
     statements = [q["sql"].split()[0] for q in queries.captured_queries]
     # The lease 1; loading 3; three continuing turns, each an UPDATE (lease, usage) and the
     # INSERT; the last turn with the end: BEGIN, UPDATE, INSERT, the successor's SELECT
-    # (none here), the run's totals UPDATE, COMMIT; closing the run 2.
+    # (none here), the run's totals UPDATE, COMMIT; the completion signal's receivers (review
+    # asks whether the scenario has a judge) 1; closing the run 2.
     assert statements == (
         ["UPDATE"] + ["SELECT"] * 3 + ["UPDATE", "INSERT"] * 3
         + ["BEGIN", "UPDATE", "INSERT", "SELECT", "UPDATE", "COMMIT"]
+        + ["SELECT"]
         + ["SELECT", "UPDATE"]
     )  # fmt: skip
     dialogue.refresh_from_db()

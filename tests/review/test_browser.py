@@ -242,3 +242,41 @@ def test_saving_an_unchanged_correction_says_so(live_server, new_tab):
     article.get_by_role("button", name="Save").click()
     expect(article.get_by_role("status")).to_contain_text("Nothing changed")
     expect(article.locator("textarea")).to_be_visible()
+
+
+def test_judge_suggestions_are_accepted_and_dismissed_with_one_key(live_server, new_tab):
+    from review.models import Suggestion
+
+    UserFactory(reviewer=True, username="judge_checker")
+    dialogue, turn = _maths_dialogue()
+    wrong = Suggestion.objects.create(
+        turn=turn, category="factual", severity=3, rationale="The identity equals 1, not 2."
+    )
+    later = dialogue.turns.get(position=2)
+    fine = Suggestion.objects.create(turn=later, category="tone", severity=1, rationale="Curt.")
+    tab = new_tab()
+    page = tab.page
+    log_in(tab, live_server.url, "judge_checker")
+    page.goto(f"{live_server.url}{url('dialogue', dialogue)}")
+    suggestion = page.locator(f"#turn-{turn.pk} .suggestion")
+    assert suggestion.locator(".source").inner_text().lower() == "judge"
+    assert page.locator(f"#turn-{turn.pk} .flag").count() == 0  # a suggestion is not a flag
+
+    # j j: the second turn; y accepts its suggestion, which becomes an open flag.
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    page.keyboard.press("y")
+    page.locator(f"#turn-{turn.pk} .flag-open").wait_for()
+    expect(suggestion).to_have_class(re.compile("suggestion-accepted"))
+    assert page.locator("#approve-button").is_disabled()  # the new flag must be resolved
+
+    # j: the third turn; x dismisses its suggestion, without a reason.
+    page.keyboard.press("j")
+    page.keyboard.press("x")
+    expect(page.locator(f"#turn-{later.pk} .suggestion")).to_have_class(
+        re.compile("suggestion-dismissed")
+    )
+    wrong.refresh_from_db()
+    fine.refresh_from_db()
+    assert (wrong.status, fine.status) == ("accepted", "dismissed")
+    assert Flag.objects.get(turn=turn).category == "factual"

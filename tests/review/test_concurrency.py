@@ -35,8 +35,9 @@ def _dialogues(n: int) -> list[int]:
     return ids
 
 
-def _click_all(users: list[User]) -> dict[str, str | None]:
-    """Every user clicks Review next at the same instant; returns where each one landed."""
+def _click_all(users: list[User], data: dict | None = None) -> dict[str, str | None]:
+    """Every user clicks Review next at the same instant (posting `data`, the queue's filters);
+    returns where each one landed."""
     barrier = threading.Barrier(len(users))
     landed: dict[str, str | None] = {}
     errors: list[BaseException] = []
@@ -49,7 +50,7 @@ def _click_all(users: list[User]) -> dict[str, str | None]:
             # holding connections would starve each other at the barrier.
             connection.close()
             barrier.wait(timeout=30)
-            response = client.post(reverse("review:next"))
+            response = client.post(reverse("review:next"), data or {})
             assert response.status_code == 302
             location = response["Location"]
             landed[user.username] = None if location == reverse("review:queue") else location

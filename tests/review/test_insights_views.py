@@ -17,15 +17,15 @@ from tests.review.test_insights import build_world
 pytestmark = pytest.mark.django_db
 
 # Session, user, reviewer check, the run; the board: done exports, funnel, flags by turn,
-# stop reasons, turn usage (warnings, latency, tokens), approved dialogues with pending cost,
-# rolled-up run cost.
-RUN_PAGE_QUERIES = 11
+# judge's marks, expert's marks, judged turns, stop reasons, turn usage (warnings, latency,
+# tokens), approved dialogues with pending cost, rolled-up run cost.
+RUN_PAGE_QUERIES = 14
 # Session, user, reviewer check, the scenario, active runs; the board: exports, funnel,
-# dialogues by run, flags by run, flags by turn, turns by model, flags by model, stop
-# reasons, turn usage, approved with pending cost, run cost.
-SCENARIO_PAGE_QUERIES = 16
+# dialogues by run, flags by run, flags by turn, the judge (3), turns by model, flags by model,
+# stop reasons, turn usage, approved with pending cost, run cost.
+SCENARIO_PAGE_QUERIES = 19
 # The same without the scenario, plus the list of scenarios.
-OVERVIEW_QUERIES = 16
+OVERVIEW_QUERIES = 19
 # Session, user (staff need no group check); backlog count, verdicts per day, verdicts per
 # reviewer, corrections per reviewer, the median durations.
 TEAM_PAGE_QUERIES = 7

@@ -6,17 +6,20 @@ import pytest
 from django.urls import reverse
 
 from review import services
-from review.models import Flag, TurnRevision
+from review.models import Flag, Suggestion, TurnRevision
 from tests.factories import UserFactory, dialogue_with_turns
 from tests.review.helpers import url
 
 pytestmark = pytest.mark.django_db
 
 # Session, user, group check, then the selector: dialogue (with run, scenario, review and its
-# users), personas, live turns, their flags, their revisions, discarded turns, events.
-DIALOGUE_PAGE_QUERIES = 10
+# users, judge and judgement), personas, live turns, their flags, their revisions, their judge
+# suggestions, discarded turns, events.
+DIALOGUE_PAGE_QUERIES = 11
 # The save's own transaction (locks, claim, turn, revision, flags) plus the page's queries.
-TURN_SAVE_QUERIES = 19
+TURN_SAVE_QUERIES = 20
+# Accepting a suggestion: locks, claim, turn, suggestion, the new flag, plus the page's queries.
+SUGGESTION_ACCEPT_QUERIES = 20
 
 
 def _busy_dialogue(n_turns: int, reviewer):
@@ -30,6 +33,7 @@ def _busy_dialogue(n_turns: int, reviewer):
         turn.save()
         Flag.objects.create(turn=turn, category="tone", created_by=author, note="hmm")
         TurnRevision.objects.create(turn=turn, author=author, before="a", after="b", version=2)
+        Suggestion.objects.create(turn=turn, category="factual", severity=2, rationale="why")
     services.review_claim_next(actor=reviewer)
     return dialogue
 
@@ -60,6 +64,22 @@ def test_turn_save_query_count_is_constant(
         response = client.post(path, {"text": "Corrected", "version": 1}, HTTP_HX_REQUEST="true")
     assert response.status_code == 200
     assert len(captured.captured_queries) == TURN_SAVE_QUERIES
+
+
+@pytest.mark.parametrize("n_turns", [4, 60])
+def test_suggestion_accept_query_count_is_constant(
+    client, reviewer, n_turns, django_assert_max_num_queries
+):
+    dialogue = _busy_dialogue(n_turns, reviewer)
+    client.force_login(reviewer)
+    suggestion = Suggestion.objects.get(turn__dialogue=dialogue, turn__position=1)
+    path = reverse(
+        "review:suggestion_accept", args=[dialogue.pk, suggestion.turn_id, suggestion.pk]
+    )
+    with django_assert_max_num_queries(SUGGESTION_ACCEPT_QUERIES) as captured:
+        response = client.post(path, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    assert len(captured.captured_queries) == SUGGESTION_ACCEPT_QUERIES
 
 
 @pytest.mark.parametrize("n_dialogues", [3, 30])

@@ -9,6 +9,8 @@ at a rate or from a scripted sequence:
     without an answer), malformed (invalid JSON), empty (empty content), length
     (finish_reason "length"), 401 (bad key).
 
+Judge requests (review/judge/) have their own script, `judge_script`: see fake_judge.py.
+
 In tests: `with FakeOpenAI(latency=0.01) as fake: ... fake.url ...` (see the `fake_openai`
 fixture in tests/generation/conftest.py). Standalone, for the benchmark:
 
@@ -27,6 +29,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from .fake_judge import is_judge_request, judge_answer, next_judge
 
 FAULTS = ("429", "500", "slow", "drop", "malformed", "empty", "length", "401")
 
@@ -107,6 +111,9 @@ class FakeState:
     faults_served: dict[str, int] = field(default_factory=dict)
     payloads: list[dict] = field(default_factory=list)
     keep_payloads: int = 2000
+    judge_script: list[str] = field(default_factory=list)  # consumed first; empty = "valid"
+    judge_marks: list[dict] = field(default_factory=list)
+    judge_requests: int = 0
 
 
 class FakeOpenAI:
@@ -149,6 +156,10 @@ class FakeOpenAI:
             if fault:
                 state.faults_served[fault] = state.faults_served.get(fault, 0) + 1
             return fault
+
+    def _next_judge(self, payload: dict) -> tuple[str | None, str | None]:
+        with self._lock:
+            return next_judge(self.state, payload)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -281,17 +292,24 @@ class FakeOpenAI:
             if len(state.payloads) < state.keep_payloads:
                 state.payloads.append(payload)
         try:
-            fault = self._next_fault()
+            answer = None
+            if is_judge_request(payload):
+                fault, answer = self._next_judge(payload)
+                answer = answer or judge_answer("valid", state.judge_marks)
+            else:
+                fault = self._next_fault()
             if fault == "slow":
                 await asyncio.sleep(state.slow_seconds)
             elif state.latency:
                 await asyncio.sleep(state.latency)
-            return await self._answer(fault, payload, writer)
+            return await self._answer(fault, payload, writer, answer)
         finally:
             with self._lock:
                 state.in_flight -= 1
 
-    async def _answer(self, fault: str | None, payload: dict, writer) -> bool:
+    async def _answer(
+        self, fault: str | None, payload: dict, writer, answer: str | None = None
+    ) -> bool:
         state = self.state
         if fault == "drop":
             writer.transport.abort()
@@ -303,6 +321,9 @@ class FakeOpenAI:
             )
         elif fault == "500":
             self._write(writer, 500, b'{"error": {"message": "internal error (injected)"}}')
+        elif fault == "400":
+            error = {"error": {"message": "response_format is not supported (injected)"}}
+            self._write(writer, 400, json.dumps(error).encode())
         elif fault == "401":
             error = {
                 "error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}
@@ -311,7 +332,7 @@ class FakeOpenAI:
         elif fault == "malformed":
             self._write(writer, 200, b'{"id": "chatcmpl-x", "choices": [{"message": ')
         else:
-            text = "" if fault == "empty" else state.reply(payload)
+            text = "" if fault == "empty" else (answer or state.reply(payload))
             finish = "stop"
             if fault == "length":
                 text, finish = text[: max(1, len(text) // 2)], "length"

@@ -1,4 +1,5 @@
-"""`manage.py seed_demo`: example scenarios, the demo/demo login and one demo run each.
+"""`manage.py seed_demo`: example scenarios (each with a judge), the demo/demo login and one
+demo run each, judged by the demo provider's scripted judge.
 
 It lives in review because the demo login is a reviewer (and staff); the scenarios and runs
 come from generation's services.
@@ -16,6 +17,8 @@ from django.test.utils import override_settings
 
 from generation import services
 from generation.models import GenerationRun
+from review.judge.prompt import DEFAULT_RUBRIC
+from review.models import JudgeConfig, Suggestion
 from review.permissions import reviewer_group_setup
 
 
@@ -27,6 +30,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         scenarios = services.scenario_upsert_examples()
+        for scenario in scenarios:
+            JudgeConfig.objects.get_or_create(
+                scenario=scenario, defaults={"rubric": DEFAULT_RUBRIC}
+            )
         user, created = User.objects.get_or_create(username="demo")
         user.is_staff = user.is_superuser = True
         if created or not user.check_password("demo"):
@@ -49,9 +56,11 @@ class Command(BaseCommand):
                         scenario=scenario, count=options["dialogues"], created_by=user, seed=0
                     )
                     run.refresh_from_db()
+                    marks = Suggestion.objects.filter(turn__dialogue__run=run).count()
                     self.stdout.write(
                         f"Demo run #{run.pk} ({scenario.slug}): {run.done_count} dialogues, "
-                        f"{run.get_status_display().lower()}."
+                        f"{run.get_status_display().lower()}; the judge suggested {marks} "
+                        f"flag{'s' if marks != 1 else ''}."
                     )
         finally:
             app.conf.task_always_eager = eager

@@ -1,0 +1,113 @@
+"""Riskiest first: the queue and "Review next" ordered by the judge's most severe standing mark,
+then automatic warnings, then run order; and the queue filtered by what the judge marked."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from generation.models import Turn
+from review import services
+from review.models import Suggestion
+from review.selectors import QueueFilters, queue_page
+from tests.factories import RunFactory, dialogue_with_turns
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def queue():
+    """Six dialogues of one run, in run order A..F; their risk is worked out by hand:
+    C (severity 3), B (1), D (warnings only), then A, E, F in run order (nothing standing:
+    E's mark was dismissed, F's sits on a turn a regeneration discarded)."""
+    run = RunFactory()
+    names = "ABCDEF"
+    dialogues = {name: dialogue_with_turns(3, run=run, index=i) for i, name in enumerate(names)}
+
+    def mark(name, severity, category="factual", **fields):
+        turn = dialogues[name].turns.get(position=1)
+        return Suggestion.objects.create(turn=turn, category=category, severity=severity, **fields)
+
+    mark("B", 1, "tone")
+    mark("C", 3)
+    mark("C", 1, "tone")
+    turn = dialogues["D"].turns.get(position=2)
+    turn.warnings = ["repetition"]
+    turn.save()
+    mark("E", 3, status=Suggestion.Status.DISMISSED)
+    mark("F", 2)
+    dialogues["F"].turns.filter(position=1).update(discarded_at=timezone.now())
+    return {d.pk: name for name, d in dialogues.items()}
+
+
+def order_of(names, filters):
+    rows, _, _ = queue_page(filters)
+    return "".join(names[row.pk] for row in rows)
+
+
+def test_run_order_is_the_default(queue):
+    assert order_of(queue, QueueFilters()) == "ABCDEF"
+
+
+def test_riskiest_first(queue):
+    assert order_of(queue, QueueFilters(order="risk")) == "CBDAEF"
+
+
+def test_filter_by_what_the_judge_marked(queue):
+    # F's factual mark is on a discarded turn; E's dismissed one still says what the judge saw.
+    assert order_of(queue, QueueFilters(judge_category="factual")) == "CE"
+    assert order_of(queue, QueueFilters(judge_category="tone", order="risk")) == "CB"
+
+
+def test_review_next_follows_the_order(queue, reviewer):
+    from tests.factories import UserFactory
+
+    others = [UserFactory(reviewer=True) for _ in range(3)]
+    claimed = [
+        services.review_claim_next(actor=user, filters=QueueFilters(order="risk"))
+        for user in [reviewer, *others]
+    ]
+    assert "".join(queue[d.pk] for d in claimed) == "CBDA"
+    # A second click keeps the dialogue already held.
+    again = services.review_claim_next(actor=reviewer, filters=QueueFilters(order="risk"))
+    assert queue[again.pk] == "C"
+
+
+def test_the_queue_page_orders_and_filters(rclient, queue, django_assert_max_num_queries):
+    params = {"order": "risk", "judge": "tone"}
+    rclient.get(reverse("review:queue"), params)  # remembers the order in the session
+    # As in test_queries: session, user, group check, counts, rows, run and scenario choices.
+    with django_assert_max_num_queries(7):
+        response = rclient.get(reverse("review:queue"), params)
+    html = response.content.decode()
+    assert '<option value="risk" selected>Riskiest first</option>' in html
+    assert '<input type="hidden" name="order" value="risk">' in html
+    positions = [
+        html.index(f"/review/dialogues/{pk}/") for pk, name in queue.items() if name in "CB"
+    ]
+    assert positions == sorted(positions, reverse=True)  # C (listed first) has the larger pk
+
+
+def test_review_next_on_a_dialogue_page_follows_the_queue_order(rclient, queue):
+    rclient.get(reverse("review:queue"), {"order": "risk"})
+    response = rclient.post(reverse("review:next"))
+    assert response.status_code == 302
+    first = next(pk for pk, name in queue.items() if name == "C")
+    assert response["Location"] == reverse("review:dialogue", args=[first])
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_clicks_in_risk_order_get_distinct_dialogues():
+    from tests.review.test_concurrency import CLICKERS, _click_all, _dialogues, _reviewers
+
+    ids = _dialogues(CLICKERS + 5)
+    risky = ids[-3:]  # last in run order, first in risk order
+    for severity, pk in zip((3, 2, 1), risky, strict=True):
+        turn = Turn.objects.get(dialogue_id=pk)
+        Suggestion.objects.create(turn=turn, category="factual", severity=severity)
+    landed = _click_all(_reviewers(CLICKERS), {"order": "risk"})
+    got = [location for location in landed.values() if location]
+    assert len(got) == len(set(got)) == CLICKERS
+    assert {reverse("review:dialogue", args=[pk]) for pk in risky} <= set(got)
