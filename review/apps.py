@@ -9,7 +9,10 @@ class ReviewConfig(AppConfig):
     verbose_name = "Review and export"
 
     def ready(self) -> None:
+        from generation.signals import dialogue_completed
+        from review.duplicates.receivers import dialogue_completed_check
         from review.permissions import reviewer_group_setup
 
         # After every migrate (and every test database flush), once permissions exist.
         post_migrate.connect(reviewer_group_setup, sender=self)
+        dialogue_completed.connect(dialogue_completed_check, dispatch_uid="review.near_duplicates")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from django.db import OperationalError
 
-from review import export
+from review import duplicates, export
 
 logger = logging.getLogger(__name__)
 
@@ -21,3 +22,18 @@ def run_dataset_export(export_id: int) -> None:
     except (export.ExportError, OSError) as exc:
         # Recorded on the export row for the admin; nothing transient to retry.
         logger.warning("Export %s failed: %s", export_id, exc)
+
+
+@shared_task(
+    name="review.check_near_duplicates",
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def check_near_duplicates(dialogue_id: int) -> None:
+    """Index a completed (or regenerated) dialogue and record its twin, if any. Running it
+    twice replaces the signature with the same one. A lost connection or a deadlock victim is
+    retried."""
+    duplicates.dialogue_check(dialogue_id=dialogue_id)
