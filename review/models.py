@@ -294,9 +294,7 @@ class RunNgram(models.Model):
     dialogues = models.IntegerField(default=0)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["run", "n", "key"], name="run_ngram_unique")
-        ]
+        constraints = [models.UniqueConstraint(fields=["run", "n", "key"], name="run_ngram_unique")]
 
     def __str__(self) -> str:
         return f"{self.n}-gram {self.key} of run {self.run_id}"

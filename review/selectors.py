@@ -15,7 +15,7 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from generation.models import Dialogue, Turn
-from review.models import DialogueReview, Flag, ReviewEvent, TurnRevision
+from review.models import DialogueReview, DialogueSignature, Flag, ReviewEvent, TurnRevision
 
 QUEUE_STATUSES = {
     "awaiting": "Awaiting review",
@@ -146,7 +146,7 @@ def dialogue_for_review(*, pk: int) -> Dialogue:
     revisions), discarded turns and recent events: a constant 8 queries, whatever its size."""
     dialogue = get_object_or_404(
         Dialogue.objects.select_related(
-            "run", "scenario", "review__claimed_by", "review__decided_by"
+            "run", "scenario", "review__claimed_by", "review__decided_by", "signature"
         ).prefetch_related(
             "scenario__personas",
             Prefetch("turns", queryset=_live_turns(), to_attr="live_turns"),
@@ -179,6 +179,17 @@ def annotate_dialogue(dialogue: Dialogue) -> None:
         if flag.resolution == Flag.Resolution.OPEN
     )
     dialogue.warning_count = sum(1 for turn in dialogue.live_turns if turn.warnings)
+    dialogue.near_duplicate = near_duplicate_of(dialogue)
+
+
+def near_duplicate_of(dialogue: Dialogue) -> DialogueSignature | None:
+    """The dialogue's signature when it marks it a near-duplicate (its twin and similarity),
+    from what was selected with it."""
+    try:
+        signature = dialogue.signature
+    except DialogueSignature.DoesNotExist:
+        return None
+    return signature if signature.is_near_duplicate else None
 
 
 def turn_for_review(*, dialogue_pk: int, turn_pk: int) -> Turn:

@@ -114,9 +114,7 @@ def _unindex(dialogue_ids: list[int]) -> list[int]:
         for n, key in signatures.TextFigures.ngrams_from_bytes(data):
             removed[(run_id, n, key)] -= 1
     _vocabulary_add(removed)
-    RunNgram.objects.filter(
-        run_id__in={run_id for _, run_id, _ in old}, dialogues__lte=0
-    ).delete()
+    RunNgram.objects.filter(run_id__in={run_id for _, run_id, _ in old}, dialogues__lte=0).delete()
     followers = list(
         DialogueSignature.objects.filter(twin_id__in=dialogue_ids)
         .exclude(pk__in=dialogue_ids)

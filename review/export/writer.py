@@ -165,7 +165,7 @@ def _export(
     with _snapshot():
         counts = selection_breakdown(filters)
         if counts.approved == 0:
-            raise EmptyExportError(empty_message(0, counts.not_approved))
+            raise EmptyExportError(empty_message(0, counts.not_approved, counts.near_duplicate))
         dialogues = dialogues_exportable(filters)
         scenario_ids = dialogues.values("scenario_id")
         formatter = DialogueFormatter(
@@ -293,7 +293,11 @@ def _manifest(
         "file": file_name,
         "sha256": sha256,
         "filters": filters.as_json(),
-        "options": {"include_system": options.include_system, "scrub_pii": options.scrub_pii},
+        "options": {
+            "include_system": options.include_system,
+            "scrub_pii": options.scrub_pii,
+            "include_near_duplicates": filters.include_near_duplicates,
+        },
         "counts": _manifest_counts(options, stats, counts),
         "per_scenario": {
             key: dict(sorted(v.items())) for key, v in sorted(stats.per_scenario.items())
@@ -329,6 +333,8 @@ def _manifest_counts(
         "dialogues_skipped_awaiting_review": counts.awaiting_review,
         "dialogues_skipped_rejected": counts.rejected,
         "dialogues_skipped_not_complete": counts.not_complete,
+        # Approved, but nearly a copy of a dialogue completed earlier (review.duplicates).
+        "dialogues_skipped_near_duplicate": counts.near_duplicate,
         "dialogues_skipped_no_assistant_turn": stats.dialogues_without_assistant,
         "dialogues_without_pairs": counts.approved - stats.dialogues_written if is_dpo else 0,
         "dialogues_written": stats.dialogues_written,

@@ -183,3 +183,27 @@ def test_completion_signal_enqueues_the_check():
         )
     signature = DialogueSignature.objects.get(pk=b.pk)
     assert (signature.twin_id, signature.similarity) == (a.pk, 1.0)
+
+
+def test_review_screen_links_the_twin_in_the_same_queries(
+    client, reviewer, django_assert_max_num_queries
+):
+    from tests.review.helpers import url
+    from tests.review.test_queries import DIALOGUE_PAGE_QUERIES
+
+    run = RunFactory()
+    same = ["A question about <b>sines</b>", "An answer with enough words in it"]
+    first, copy = _dialogue(run, 0, same), _dialogue(run, 1, same)
+    for dialogue in (first, copy):
+        duplicates.dialogue_check(dialogue_id=dialogue.pk)
+    Dialogue.objects.filter(pk=copy.pk).update(variables={"level": "<i>beginner</i>"})
+    client.force_login(reviewer)
+    with django_assert_max_num_queries(DIALOGUE_PAGE_QUERIES):
+        page = client.get(url("dialogue", copy)).content.decode()
+    assert (
+        f'Near-duplicate of <a href="/review/dialogues/{first.pk}/">dialogue #{first.pk}</a>'
+        in page
+    )
+    assert "(estimated similarity 100%)" in page
+    assert "level: &lt;i&gt;beginner&lt;/i&gt;" in page
+    assert "Near-duplicate of" not in client.get(url("dialogue", first)).content.decode()
