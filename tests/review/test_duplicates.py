@@ -3,6 +3,7 @@ regeneration, the completion signal and the command."""
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 
 import pytest
@@ -114,7 +115,7 @@ def test_checks_in_any_order_and_the_rebuild_mark_the_same_dialogues():
     recall, precision, _ = _scores(samples, dialogues)
     assert (recall, precision) == (1.0, 1.0)
     assert all(twin < pk for pk, twin in checked.items() if twin)
-    call_command("find_duplicates", "--rebuild", stdout=open("/dev/null", "w"))
+    call_command("find_duplicates", "--rebuild", stdout=io.StringIO())
     rebuilt = dict(DialogueSignature.objects.values_list("dialogue_id", "twin_id"))
     assert {pk for pk, twin in rebuilt.items() if twin} == {pk for pk, t in checked.items() if t}
     assert _scores(samples, dialogues) == (1.0, 1.0, 15)
