@@ -236,7 +236,7 @@ class DialogueSignature(models.Model):
     """A complete dialogue's MinHash signature and, when it has one, its earlier twin.
 
     Written when the dialogue completes (and again after a regeneration) by
-    `review.duplicates`. `completed_at` orders the checks: a dialogue is a near-duplicate when
+    `review.duplicates`. `completed_us` orders the checks: a dialogue is a near-duplicate when
     a dialogue completed before it is at least `SYNTHREVIEW_NEAR_DUPLICATE_THRESHOLD` similar;
     the earlier one stays exportable. The per-dialogue text figures feed the run's diversity
     panel, so the page never reads turn texts.
@@ -246,7 +246,8 @@ class DialogueSignature(models.Model):
         Dialogue, on_delete=models.CASCADE, primary_key=True, related_name="signature"
     )
     minhash = models.BinaryField(help_text="The MinHash values, unsigned 32-bit little-endian.")
-    completed_at = models.DateTimeField()
+    # When the dialogue completed (microseconds since the epoch), then its id: the check order.
+    completed_us = models.BigIntegerField()
     twin = models.ForeignKey(
         Dialogue, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from django.db import OperationalError
+from django.db import IntegrityError, OperationalError
 
 from review import duplicates, export
 
@@ -28,12 +28,12 @@ def run_dataset_export(export_id: int) -> None:
     name="review.check_near_duplicates",
     acks_late=True,
     ignore_result=True,
-    autoretry_for=(OperationalError,),
+    autoretry_for=(OperationalError, IntegrityError),
     retry_backoff=True,
     max_retries=5,
 )
 def check_near_duplicates(dialogue_id: int) -> None:
     """Index a completed (or regenerated) dialogue and record its twin, if any. Running it
-    twice replaces the signature with the same one. A lost connection or a deadlock victim is
-    retried."""
+    twice replaces the signature with the same one. A lost connection, a deadlock victim or a
+    concurrent check of the same dialogue (the signature's key) is retried."""
     duplicates.dialogue_check(dialogue_id=dialogue_id)

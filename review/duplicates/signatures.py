@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from hashlib import blake2b
+from zlib import crc32
 
 from rensa import RMinHash
 
@@ -83,7 +84,7 @@ def similarity(a: Sequence[int], b: Sequence[int]) -> float:
     return sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
 
 
-def _integrate(f, low: float, high: float, steps: int = 200) -> float:
+def _integrate(f, low: float, high: float, steps: int = 100) -> float:
     if high <= low:
         return 0.0
     width = (high - low) / steps
@@ -152,7 +153,12 @@ class TextFigures:
 
 def text_figures(turns: Sequence[tuple[str, str]]) -> TextFigures:
     """Figures of (side, text) turns in order: assistant unigrams and bigrams (within a turn),
-    and the opening turn's normalised hash."""
+    and the opening turn's normalised hash.
+
+    N-grams are hashed with CRC-32 (about 400 per dialogue, on the path of every completion):
+    in a run's vocabulary of a million bigrams about a hundred would collide, a change of
+    distinct-2 in the fifth decimal.
+    """
     unigrams: set[int] = set()
     bigrams: set[int] = set()
     total_words = total_bigrams = 0
@@ -162,11 +168,8 @@ def text_figures(turns: Sequence[tuple[str, str]]) -> TextFigures:
         tokens = words(text)
         total_words += len(tokens)
         total_bigrams += max(0, len(tokens) - 1)
-        unigrams.update(_hash64(b"1 " + token.encode()) for token in tokens)
-        bigrams.update(
-            _hash64(f"2 {first} {second}".encode())
-            for first, second in zip(tokens, tokens[1:], strict=False)
-        )
+        unigrams.update(map(_crc, tokens))
+        bigrams.update(map(_crc, map(" ".join, zip(tokens, tokens[1:], strict=False))))
     opening = " ".join(words(turns[0][1])) if turns else ""
     return TextFigures(
         assistant_words=total_words,
@@ -174,3 +177,7 @@ def text_figures(turns: Sequence[tuple[str, str]]) -> TextFigures:
         opening_hash=_hash64(opening.encode()) if opening else None,
         ngrams=tuple(sorted([(1, key) for key in unigrams] + [(2, key) for key in bigrams])),
     )
+
+
+def _crc(text: str) -> int:
+    return crc32(text.encode())

@@ -1,0 +1,96 @@
+"""The statements of a near-duplicate check, written out as portable SQL.
+
+Every completed dialogue pays for these in the worker, so they skip the ORM's query building
+(which cost more than running them) and come in a few fixed shapes, short enough for psycopg
+to parse each query text once. Each runs unchanged on SQLite and PostgreSQL (INSERT ... ON CONFLICT DO
+UPDATE included).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+
+from django.db import connection
+
+from review.models import DialogueSignature, RunNgram, SignatureBand
+
+# Band keys per SELECT: under psycopg's limit of 50 parameters for caching a parsed query.
+KEYS_PER_QUERY = 32
+
+
+def _q(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+def _table(model) -> str:
+    return _q(model._meta.db_table)
+
+
+@cache
+def _insert_sql(vendor: str, model_label: str, columns: tuple[str, ...]) -> str:
+    model = {m._meta.label: m for m in (DialogueSignature, SignatureBand, RunNgram)}[model_label]
+    names = ", ".join(_q(column) for column in columns)
+    sql = f"INSERT INTO {_table(model)} ({names}) VALUES ({', '.join(['%s'] * len(columns))})"
+    if model is RunNgram:
+        sql += (
+            f" ON CONFLICT ({_q('run_id')}, {_q('n')}, {_q('key')}) DO UPDATE"
+            f" SET {_q('dialogues')} = {_table(RunNgram)}.{_q('dialogues')}"
+            f" + excluded.{_q('dialogues')}"
+        )
+    return sql
+
+
+def insert_rows(model, columns: tuple[str, ...], rows: Sequence[tuple]) -> None:
+    """Insert `rows` (values in column order, ready for the database) with one short
+    statement sent for every row at once (psycopg pipelines them); RunNgram rows add their
+    `dialogues` to an existing row's."""
+    if not rows:
+        return
+    with connection.cursor() as cursor:
+        cursor.executemany(_insert_sql(connection.vendor, model._meta.label, columns), rows)
+
+
+@cache
+def _partners_sql(vendor: str, keys: int) -> str:
+    band, signature = _table(SignatureBand), _table(DialogueSignature)
+    return (
+        f"SELECT b.{_q('dialogue_id')}, b.{_q('key')}, s.{_q('completed_us')},"
+        f" s.{_q('minhash')} FROM {band} b JOIN {signature} s"
+        f" ON s.{_q('dialogue_id')} = b.{_q('dialogue_id')}"
+        f" WHERE b.{_q('key')} IN ({', '.join(['%s'] * keys)})"
+    )
+
+
+def partners(keys: Sequence[int]) -> list[tuple[int, int, int, bytes]]:
+    """(dialogue, band key, completed_us, minhash) of every band row with one of `keys`."""
+    rows: list[tuple[int, int, int, bytes]] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(keys), KEYS_PER_QUERY):
+            chunk = list(keys[start : start + KEYS_PER_QUERY])
+            cursor.execute(_partners_sql(connection.vendor, len(chunk)), chunk)
+            rows += cursor.fetchall()
+    return rows
+
+
+def set_twin(*, dialogue_id: int, twin_id: int, similarity: float, only_if_none: bool) -> None:
+    sql = (
+        f"UPDATE {_table(DialogueSignature)} SET {_q('twin_id')} = %s, {_q('similarity')} = %s"
+        f" WHERE {_q('dialogue_id')} = %s"
+    )
+    if only_if_none:
+        sql += f" AND {_q('twin_id')} IS NULL"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [twin_id, similarity, dialogue_id])
+
+
+def stored_ngrams(dialogue_id: int) -> bytes | None:
+    """The dialogue's recorded n-grams if it is indexed, else None."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {_q('ngram_hashes')} FROM {_table(DialogueSignature)}"
+            f" WHERE {_q('dialogue_id')} = %s",
+            [dialogue_id],
+        )
+        row = cursor.fetchone()
+    return None if row is None else bytes(row[0])
