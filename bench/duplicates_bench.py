@@ -45,8 +45,8 @@ TURNS = 10
 def seed(n_dialogues: int, copies_per_100: int) -> None:
     from django.db import connection, transaction
     from django.utils import timezone
-
     from export_bench import _copy_rows
+
     from generation.models import Dialogue, GenerationRun, Persona, Scenario, Turn
     from tests.tooling.corpus import corpus
 
@@ -131,9 +131,9 @@ def marks(n_dialogues: int, copies_per_100: int) -> dict:
 
     copies = n_dialogues * copies_per_100 // 100
     ids = list(
-        Dialogue.objects.filter(scenario__slug="bench-dup").order_by("index").values_list(
-            "pk", flat=True
-        )
+        Dialogue.objects.filter(scenario__slug="bench-dup")
+        .order_by("index")
+        .values_list("pk", flat=True)
     )
     copy_ids = set(ids[n_dialogues - copies :])
     marked = set(
@@ -225,7 +225,9 @@ def main() -> None:
     if not Scenario.objects.filter(slug="bench-dup").exists():
         started = time.monotonic()
         seed(args.dialogues, args.copies_per_100)
-        print(f"seeded {args.dialogues} dialogues x {TURNS} turns in {time.monotonic() - started:.0f} s")
+        print(
+            f"seeded {args.dialogues} dialogues x {TURNS} turns in {time.monotonic() - started:.0f} s"
+        )
     print("load average", " ".join(f"{x:.2f}" for x in os.getloadavg()))
     result = rebuild()
     indexed = int(result["output"].split()[1])

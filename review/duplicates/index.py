@@ -115,9 +115,7 @@ def _unindex(dialogue_id: int, run_id: int) -> list[int]:
     stored = statements.stored_ngrams(dialogue_id)
     if stored is None:
         return []
-    removed = {
-        (run_id, n, key): -1 for n, key in signatures.TextFigures.ngrams_from_bytes(stored)
-    }
+    removed = {(run_id, n, key): -1 for n, key in signatures.TextFigures.ngrams_from_bytes(stored)}
     _vocabulary_add(Counter(removed))
     RunNgram.objects.filter(run_id=run_id, dialogues__lte=0).delete()
     followers = list(
