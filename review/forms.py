@@ -25,6 +25,12 @@ class QueueFilterForm(forms.Form):
         required=False,
         label="Automatic warnings",
     )
+    variable = forms.CharField(
+        required=False,
+        max_length=250,
+        label="Variable",
+        help_text="A scenario variable's value, e.g. level=beginner.",
+    )
 
     def filters(self) -> QueueFilters:
         """The filters, ignoring any invalid value (a stale link still shows a queue)."""
@@ -32,11 +38,13 @@ class QueueFilterForm(forms.Form):
         data = getattr(self, "cleaned_data", {})
         run, scenario = data.get("run"), data.get("scenario")
         warnings = {"yes": True, "no": False}.get(data.get("warnings") or "")
+        name, sep, value = (data.get("variable") or "").partition("=")
         return QueueFilters(
             run_id=run.pk if run else None,
             scenario_id=scenario.pk if scenario else None,
             status=data.get("status") or "awaiting",
             warnings=warnings,
+            variable=(name.strip(), value.strip()) if sep and name.strip() else None,
         )
 
 

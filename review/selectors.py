@@ -14,6 +14,7 @@ from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
+from generation import variables
 from generation.models import Dialogue, Turn
 from review.models import DialogueReview, DialogueSignature, Flag, ReviewEvent, TurnRevision
 
@@ -57,6 +58,12 @@ class QueueFilters:
     scenario_id: int | None = None
     status: str = "awaiting"
     warnings: bool | None = None
+    # A scenario variable's value the dialogues were written with: ("level", "beginner").
+    variable: tuple[str, str] | None = None
+
+    @property
+    def variable_text(self) -> str:
+        return f"{self.variable[0]}={self.variable[1]}" if self.variable else ""
 
 
 def reviewable_dialogues(filters: QueueFilters, *, now: datetime | None = None) -> QuerySet:
@@ -68,6 +75,11 @@ def reviewable_dialogues(filters: QueueFilters, *, now: datetime | None = None) 
         qs = qs.filter(scenario_id=filters.scenario_id)
     if filters.warnings is not None:
         qs = qs.alias(has_warnings=has_warnings_subquery()).filter(has_warnings=filters.warnings)
+    if filters.variable is not None:
+        name, value = filters.variable
+        if not variables.NAME_RE.fullmatch(name) or "__" in name:
+            return qs.none()  # no variable has that name (and it must not read as a lookup)
+        qs = qs.filter(**{f"variables__{name}": value})
     return qs
 
 

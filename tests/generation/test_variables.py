@@ -3,6 +3,7 @@ over-sampled), what the personas see, admin validation, the launch form and the 
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from io import StringIO
 
@@ -188,3 +189,23 @@ def test_generate_command_options(scenario):
     with pytest.raises(CommandError, match="Unknown variable 'tone'"):
         call_command("generate", "--scenario", scenario.slug, "--count", "1", "--oversample",
                      "tone=x*2", stdout=StringIO())  # fmt: skip
+
+
+def test_queue_filters_by_a_variable_value_and_review_next_follows(client, reviewer, scenario):
+    from review import services as review_services
+    from review.forms import QueueFilterForm
+
+    run = services.run_launch(scenario=scenario, count=6, seed=3, variable_coverage="balanced")
+    run.dialogues.update(status=Dialogue.Status.COMPLETE)
+    wanted = set(run.dialogues.filter(variables__level="advanced").values_list("pk", flat=True))
+    assert len(wanted) == 3
+    client.force_login(reviewer)
+    page = client.get(reverse("review:queue"), {"variable": "level=advanced"}).content.decode()
+    shown = {int(pk) for pk in re.findall(r'class="row-link" href="/review/dialogues/(\d+)/"', page)}
+    assert shown == wanted
+    assert 'value="level=advanced"' in page
+    filters = QueueFilterForm({"variable": " level = advanced "}).filters()
+    assert filters.variable == ("level", "advanced")
+    claimed = review_services.review_claim_next(actor=reviewer, filters=filters)
+    assert claimed.pk in wanted
+    assert QueueFilterForm({"variable": "no equals sign"}).filters().variable is None
