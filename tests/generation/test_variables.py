@@ -201,7 +201,9 @@ def test_queue_filters_by_a_variable_value_and_review_next_follows(client, revie
     assert len(wanted) == 3
     client.force_login(reviewer)
     page = client.get(reverse("review:queue"), {"variable": "level=advanced"}).content.decode()
-    shown = {int(pk) for pk in re.findall(r'class="row-link" href="/review/dialogues/(\d+)/"', page)}
+    shown = {
+        int(pk) for pk in re.findall(r'class="row-link" href="/review/dialogues/(\d+)/"', page)
+    }
     assert shown == wanted
     assert 'value="level=advanced"' in page
     filters = QueueFilterForm({"variable": " level = advanced "}).filters()
