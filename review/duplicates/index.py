@@ -32,6 +32,8 @@ from . import signatures, statements
 
 # Dialogues per transaction when indexing existing data.
 BATCH_SIZE = 500
+# Distinct n-grams held in memory while indexing existing data before they are written.
+VOCABULARY_FLUSH = 200_000
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -126,13 +128,18 @@ def _unindex(dialogue_id: int, run_id: int) -> list[int]:
     return followers
 
 
-def _index(batch: Iterable[tuple[int, int, datetime, list[tuple[str, str]]]]) -> list[Indexed]:
-    """Write signatures, bands and run vocabulary of (dialogue, run, completed, turns)."""
+def _index(
+    batch: Iterable[tuple[int, int, datetime, list[tuple[str, str]]]],
+    vocabulary: Counter[tuple[int, int, int]] | None = None,
+) -> list[Indexed]:
+    """Write signatures and bands of (dialogue, run, completed, turns), and add their n-grams
+    to the runs' vocabulary: at once, or into `vocabulary` for the caller to write."""
     limit = threshold()
     entries: list[Indexed] = []
     rows: list[tuple] = []
     bands: list[tuple[int, int]] = []
-    vocabulary: Counter[tuple[int, int, int]] = Counter()
+    write_now = vocabulary is None
+    vocabulary = Counter() if vocabulary is None else vocabulary
     for dialogue_id, run_id, completed, turns in batch:
         values = signatures.minhash(text for _, text in turns)
         if values is None:
@@ -156,7 +163,8 @@ def _index(batch: Iterable[tuple[int, int, datetime, list[tuple[str, str]]]]) ->
             vocabulary[(run_id, n, key)] += 1
     statements.insert_rows(DialogueSignature, SIGNATURE_COLUMNS, rows)
     statements.insert_rows(SignatureBand, ("dialogue_id", "key"), bands)
-    _vocabulary_add(vocabulary)
+    if write_now:
+        _vocabulary_add(vocabulary)
     return entries
 
 
@@ -229,14 +237,21 @@ def index_existing(*, rebuild: bool = False, progress=None) -> int:
         .values_list("pk", "run_id", "completed")
     )
     done = 0
+    # Common n-grams recur in most dialogues: counted across batches, each is written once
+    # per VOCABULARY_FLUSH distinct n-grams instead of once per dialogue.
+    vocabulary: Counter[tuple[int, int, int]] = Counter()
     for start in range(0, len(pending), BATCH_SIZE):
         batch = pending[start : start + BATCH_SIZE]
         with transaction.atomic():
-            entries = _index(_with_turns(batch))
+            entries = _index(_with_turns(batch), vocabulary)
         _match(entries)
+        if len(vocabulary) > VOCABULARY_FLUSH:
+            _vocabulary_add(vocabulary)
+            vocabulary.clear()
         done += len(batch)
         if progress is not None:
             progress(done, len(pending))
+    _vocabulary_add(vocabulary)
     return done
 
 

@@ -15,8 +15,10 @@ from django.db import connection
 
 from review.models import DialogueSignature, RunNgram, SignatureBand
 
-# Band keys per SELECT: under psycopg's limit of 50 parameters for caching a parsed query.
+# Band keys per SELECT: one dialogue's keys stay under psycopg's limit of 50 parameters for
+# caching a parsed query; a batch (indexing existing data) sends larger queries, fewer of them.
 KEYS_PER_QUERY = 32
+KEYS_PER_BATCH_QUERY = 2000
 
 
 def _q(name: str) -> str:
@@ -65,9 +67,10 @@ def _partners_sql(vendor: str, keys: int) -> str:
 def partners(keys: Sequence[int]) -> list[tuple[int, int, int, bytes]]:
     """(dialogue, band key, completed_us, minhash) of every band row with one of `keys`."""
     rows: list[tuple[int, int, int, bytes]] = []
+    size = KEYS_PER_QUERY if len(keys) <= KEYS_PER_QUERY else KEYS_PER_BATCH_QUERY
     with connection.cursor() as cursor:
-        for start in range(0, len(keys), KEYS_PER_QUERY):
-            chunk = list(keys[start : start + KEYS_PER_QUERY])
+        for start in range(0, len(keys), size):
+            chunk = list(keys[start : start + size])
             cursor.execute(_partners_sql(connection.vendor, len(chunk)), chunk)
             rows += cursor.fetchall()
     return rows
