@@ -75,21 +75,14 @@ def dialogue_check(*, dialogue_id: int) -> Match | None:
     A check of a dialogue that is checked concurrently (a redelivered task) fails on the
     signature's primary key; the task retries it.
     """
-    rows = list(
-        Turn.objects.filter(
-            dialogue_id=dialogue_id,
-            dialogue__status=Dialogue.Status.COMPLETE,
-            discarded_at__isnull=True,
-        )
-        .order_by("position", "pk")
-        .values_list("dialogue__run_id", _completed_at("dialogue__"), "side", "text")
-    )
+    rows = statements.dialogue_text(dialogue_id, Dialogue.Status.COMPLETE)
     if not rows:
         return None
-    run_id, completed = rows[0][0], rows[0][1]
+    run_id, finished_at, created_at = rows[0][:3]
+    completed = statements.as_datetime(finished_at or created_at)
     with transaction.atomic():
         followers = _unindex(dialogue_id, run_id)
-        entries = _index([(dialogue_id, run_id, completed, [row[2:] for row in rows])])
+        entries = _index([(dialogue_id, run_id, completed, [row[3:] for row in rows])])
     matches = _match(entries)
     for follower in followers:
         _rematch(follower)

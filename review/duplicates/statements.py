@@ -9,6 +9,7 @@ UPDATE included).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from functools import cache
 
 from django.db import connection
@@ -29,11 +30,16 @@ def _table(model) -> str:
     return _q(model._meta.db_table)
 
 
+# A statement with at most this many parameters is parsed once by psycopg and reused.
+CACHED_PARAMS = 50
+
+
 @cache
-def _insert_sql(vendor: str, model_label: str, columns: tuple[str, ...]) -> str:
+def _insert_sql(vendor: str, model_label: str, columns: tuple[str, ...], rows: int = 1) -> str:
     model = {m._meta.label: m for m in (DialogueSignature, SignatureBand, RunNgram)}[model_label]
     names = ", ".join(_q(column) for column in columns)
-    sql = f"INSERT INTO {_table(model)} ({names}) VALUES ({', '.join(['%s'] * len(columns))})"
+    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    sql = f"INSERT INTO {_table(model)} ({names}) VALUES {', '.join([row] * rows)}"
     if model is RunNgram:
         sql += (
             f" ON CONFLICT ({_q('run_id')}, {_q('n')}, {_q('key')}) DO UPDATE"
@@ -44,13 +50,18 @@ def _insert_sql(vendor: str, model_label: str, columns: tuple[str, ...]) -> str:
 
 
 def insert_rows(model, columns: tuple[str, ...], rows: Sequence[tuple]) -> None:
-    """Insert `rows` (values in column order, ready for the database) with one short
-    statement sent for every row at once (psycopg pipelines them); RunNgram rows add their
-    `dialogues` to an existing row's."""
+    """Insert `rows` (values in column order, ready for the database): a few as one
+    statement, more with one short statement sent for every row at once (psycopg pipelines
+    them). RunNgram rows add their `dialogues` to an existing row's."""
     if not rows:
         return
     with connection.cursor() as cursor:
-        cursor.executemany(_insert_sql(connection.vendor, model._meta.label, columns), rows)
+        if len(rows) * len(columns) <= CACHED_PARAMS:
+            sql = _insert_sql(connection.vendor, model._meta.label, columns, len(rows))
+            cursor.execute(sql, [value for row in rows for value in row])
+        else:
+            sql = _insert_sql(connection.vendor, model._meta.label, columns)
+            cursor.executemany(sql, rows)
 
 
 @cache
@@ -85,6 +96,34 @@ def set_twin(*, dialogue_id: int, twin_id: int, similarity: float, only_if_none:
         sql += f" AND {_q('twin_id')} IS NULL"
     with connection.cursor() as cursor:
         cursor.execute(sql, [twin_id, similarity, dialogue_id])
+
+
+@cache
+def _text_sql(vendor: str) -> str:
+    from generation.models import Dialogue, Turn
+
+    dialogue, turn = _table(Dialogue), _table(Turn)
+    return (
+        f"SELECT d.{_q('run_id')}, d.{_q('finished_at')}, d.{_q('created_at')}, t.{_q('side')},"
+        f" t.{_q('text')} FROM {dialogue} d JOIN {turn} t ON t.{_q('dialogue_id')} = d.{_q('id')}"
+        f" WHERE d.{_q('id')} = %s AND d.{_q('status')} = %s AND t.{_q('discarded_at')} IS NULL"
+        f" ORDER BY t.{_q('position')}, t.{_q('id')}"
+    )
+
+
+def dialogue_text(dialogue_id: int, status: str) -> list[tuple]:
+    """(run, finished_at, created_at, side, text) of the dialogue's live turns in order, if
+    it has `status`. The times come as the driver gives them (`as_datetime`)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_text_sql(connection.vendor), [dialogue_id, status])
+        return cursor.fetchall()
+
+
+def as_datetime(value: datetime | str) -> datetime:
+    """A timestamp read without the ORM: psycopg gives an aware datetime; SQLite a naive one
+    (or its text) in UTC, as Django stores it with USE_TZ."""
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def stored_ngrams(dialogue_id: int) -> bytes | None:
