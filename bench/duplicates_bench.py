@@ -126,15 +126,13 @@ def rebuild() -> dict:
 
 
 def marks(n_dialogues: int, copies_per_100: int) -> dict:
-    from generation.models import Dialogue
+    """Recall and precision of the marks in the seeded run (its last dialogues are copies)."""
+    from generation.models import Dialogue, GenerationRun
     from review.models import DialogueSignature
 
     copies = n_dialogues * copies_per_100 // 100
-    ids = list(
-        Dialogue.objects.filter(scenario__slug="bench-dup")
-        .order_by("index")
-        .values_list("pk", flat=True)
-    )
+    seeded = GenerationRun.objects.filter(scenario__slug="bench-dup").order_by("pk").first()
+    ids = list(Dialogue.objects.filter(run=seeded).order_by("index").values_list("pk", flat=True))
     copy_ids = set(ids[n_dialogues - copies :])
     marked = set(
         DialogueSignature.objects.filter(dialogue_id__in=ids, twin__isnull=False).values_list(
