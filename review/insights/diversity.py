@@ -19,13 +19,15 @@ from .scope import Scope
 
 
 def _vocabulary(scope: Scope) -> dict[int, int]:
-    """Distinct assistant n-grams over the scope's runs, by n (1 and 2)."""
+    """Distinct assistant n-grams over the scope's runs, by n (1 and 2). Within one run each
+    n-gram is one row (a plain count); across runs the same n-gram is counted once."""
     rows = RunNgram.objects.filter(dialogues__gt=0)
     if scope.run_id is not None:
         rows = rows.filter(run_id=scope.run_id)
     if scope.scenario_id is not None:
         rows = rows.filter(run__scenario_id=scope.scenario_id)
-    counts = rows.values("n").annotate(distinct=Count("key", distinct=True)).order_by()
+    distinct = Count("pk") if scope.run_id is not None else Count("key", distinct=True)
+    counts = rows.values("n").annotate(distinct=distinct).order_by()
     return {row["n"]: row["distinct"] for row in counts}
 
 
