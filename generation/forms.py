@@ -200,7 +200,7 @@ class LaunchRunForm(forms.Form):
         help_text="Empty: random. Same seed, same sampled topics and variable values.",
     )
     variable_coverage = forms.TypedChoiceField(
-        label="Scenario variables",
+        label="Variable coverage",
         required=False,
         empty_value=GenerationRun.VariableCoverage.SAMPLED.value,
         choices=GenerationRun.VariableCoverage.choices,
