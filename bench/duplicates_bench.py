@@ -148,8 +148,8 @@ def marks(n_dialogues: int, copies_per_100: int) -> dict:
     }
 
 
-def check_cost(checks: int) -> dict:
-    """CPU per generated turn and per check, in this process, on the same database."""
+def _generated(checks: int) -> tuple[list[int], float]:
+    """`checks` demo dialogues generated here with no receivers: (ids, CPU ms per turn)."""
     from unittest import mock
 
     from django.test.utils import override_settings
@@ -157,15 +157,12 @@ def check_cost(checks: int) -> dict:
     from generation import services
     from generation.models import Dialogue, Scenario, Turn
     from generation.signals import dialogue_completed
-    from review import duplicates
-    from review.duplicates import index
     from synthreview.celery import app
 
     app.conf.task_always_eager = True
     scenario = Scenario.objects.get(slug="bench-dup")
     scenario.min_turns = scenario.max_turns = TURNS
     scenario.end_marker = ""
-    scenario.topics = ["topic 0"]
     scenario.save()
     with (
         override_settings(OPENAI_BASE_URL="", OPENAI_API_KEY=""),
@@ -180,31 +177,52 @@ def check_cost(checks: int) -> dict:
         for dialogue_id in ids:
             services.dialogue_generate(dialogue_id=dialogue_id)
         generate_cpu = time.process_time() - cpu
-    turns = Turn.objects.filter(dialogue_id__in=ids).count()
-    turn_ms = 1000 * generate_cpu / turns
-    result = {"dialogues": len(ids), "turns": turns, "cpu_per_turn_ms": round(turn_ms, 2)}
-    # First the whole check; then, indexed again from scratch, without the run vocabulary
-    # (the diversity bookkeeping) to show the near-duplicate part alone.
-    for label, vocabulary in (("check", True), ("check_without_vocabulary", False)):
-        if not vocabulary:
-            for dialogue in Dialogue.objects.filter(pk__in=ids).values("pk", "run_id"):
-                index._unindex(dialogue["pk"], dialogue["run_id"])
-        per_check, walls = [], []
-        with mock.patch.object(
-            index, "_vocabulary_add", index._vocabulary_add if vocabulary else lambda counts: None
-        ):
-            for dialogue_id in ids:
-                cpu, wall = time.process_time(), time.monotonic()
-                duplicates.dialogue_check(dialogue_id=dialogue_id)
-                per_check.append(time.process_time() - cpu)
-                walls.append(time.monotonic() - wall)
-        check_ms = 1000 * statistics.mean(per_check)
-        result |= {
-            f"{label}_cpu_ms": round(check_ms, 2),
-            f"{label}_cpu_p95_ms": round(1000 * sorted(per_check)[int(0.95 * len(per_check))], 2),
-            f"{label}_wall_p50_ms": round(1000 * statistics.median(walls), 2),
-            f"{label}_over_turn_pct": round(100 * check_ms / turn_ms, 1),
-        }
+    return ids, 1000 * generate_cpu / Turn.objects.filter(dialogue_id__in=ids).count()
+
+
+def _checks(ids: list[int], *, vocabulary: bool) -> dict:
+    """Each dialogue taken out of the index (not timed), then checked as at completion."""
+    from unittest import mock
+
+    from generation.models import Dialogue
+    from review import duplicates
+    from review.duplicates import index
+
+    for dialogue in Dialogue.objects.filter(pk__in=ids).values("pk", "run_id"):
+        index._unindex(dialogue["pk"], dialogue["run_id"])
+    skip = index._vocabulary_add if vocabulary else lambda counts: None
+    per_check, walls = [], []
+    with mock.patch.object(index, "_vocabulary_add", skip):
+        for dialogue_id in ids:
+            cpu, wall = time.process_time(), time.monotonic()
+            duplicates.dialogue_check(dialogue_id=dialogue_id)
+            per_check.append(time.process_time() - cpu)
+            walls.append(time.monotonic() - wall)
+    return {
+        "cpu_ms": round(1000 * statistics.mean(per_check), 2),
+        "cpu_p95_ms": round(1000 * sorted(per_check)[int(0.95 * len(per_check))], 2),
+        "wall_p50_ms": round(1000 * statistics.median(walls), 2),
+    }
+
+
+def check_cost(checks: int) -> dict:
+    """CPU per generated turn, and per check: of `checks` seeded dialogues (unrelated to
+    almost everything: the usual case) and of the generated ones (the demo provider's generic
+    text: each has hundreds of near-duplicates), with and without the run vocabulary."""
+    from generation.models import Dialogue, GenerationRun
+
+    generated, turn_ms = _generated(checks)
+    seeded_run = GenerationRun.objects.filter(scenario__slug="bench-dup").order_by("pk").first()
+    seeded = list(
+        Dialogue.objects.filter(run=seeded_run).order_by("index").values_list("pk", flat=True)
+    )[:checks]
+    result: dict = {"checks": checks, "cpu_per_turn_ms": round(turn_ms, 2)}
+    for label, ids in (("unique", seeded), ("clustered", generated)):
+        for vocabulary in (True, False):
+            figures = _checks(ids, vocabulary=vocabulary)
+            key = label + ("" if vocabulary else "_without_vocabulary")
+            figures["of_turn_pct"] = round(100 * figures["cpu_ms"] / turn_ms, 1)
+            result[key] = figures
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return result
 
@@ -215,6 +233,9 @@ def main() -> None:
     parser.add_argument("--copies-per-100", type=int, default=5)
     parser.add_argument("--checks", type=int, default=300)
     parser.add_argument("--reseed", action="store_true")
+    parser.add_argument(
+        "--skip-rebuild", action="store_true", help="Index only what is missing, then measure."
+    )
     args = parser.parse_args()
 
     from export_bench import _database_ensure
@@ -235,10 +256,15 @@ def main() -> None:
             f"seeded {args.dialogues} dialogues x {TURNS} turns in {time.monotonic() - started:.0f} s"
         )
     print("load average", " ".join(f"{x:.2f}" for x in os.getloadavg()))
-    result = rebuild()
-    indexed = int(result["output"].split()[1])
-    rate = indexed / result["wall_s"]
-    print(f"find_duplicates --rebuild: {result} -> {rate:.0f} dialogues/s")
+    if args.skip_rebuild:
+        from review import duplicates
+
+        print("indexed", duplicates.index_existing(), "missing dialogues")
+    else:
+        result = rebuild()
+        indexed = int(result["output"].split()[1])
+        rate = indexed / result["wall_s"]
+        print(f"find_duplicates --rebuild: {result} -> {rate:.0f} dialogues/s")
     print("marks:", marks(args.dialogues, args.copies_per_100))
     print("check cost:", check_cost(args.checks))
     print("load average", " ".join(f"{x:.2f}" for x in os.getloadavg()))

@@ -22,7 +22,7 @@ from itertools import groupby
 from operator import itemgetter
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models.functions import Coalesce
 
 from generation.models import Dialogue, Turn
@@ -245,7 +245,18 @@ def index_existing(*, rebuild: bool = False, progress=None) -> int:
         if progress is not None:
             progress(done, len(pending))
     _vocabulary_add(vocabulary)
+    if done:
+        _analyze()
     return done
+
+
+def _analyze() -> None:
+    """Refresh the planner's statistics after a bulk load (autovacuum would get there later):
+    with stale ones PostgreSQL joins a check's candidates by scanning every signature. The
+    statement is the same on SQLite."""
+    with connection.cursor() as cursor:
+        for model in (DialogueSignature, SignatureBand, RunNgram):
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
 
 
 def _completed_at(prefix: str = "") -> Coalesce:
