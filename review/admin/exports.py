@@ -116,16 +116,22 @@ def _export_action(
     return TemplateResponse(request, "admin/review/export_intermediate.html", context)
 
 
+def _skipped(record: DatasetExport) -> str:
+    """Why dialogues were left out: from the manifest once done, else what may leave them
+    out (not approved, and near-duplicates unless the export includes them)."""
+    near = record.manifest.get("counts", {}).get("dialogues_skipped_near_duplicate", 0)
+    if near:
+        not_approved = record.skipped_count - near
+        return f"{record.skipped_count} skipped: {not_approved} not approved, {near} near-duplicate"
+    if record.status == DatasetExport.Status.DONE or record.filters.get("include_near_duplicates"):
+        return f"{record.skipped_count} skipped: not approved"
+    return f"{record.skipped_count} skipped: not approved or near-duplicate"
+
+
 def _outcome_message(record: DatasetExport) -> str:
-    skipped = f"{record.skipped_count} skipped: not approved"
+    skipped = _skipped(record)
     if record.status == DatasetExport.Status.DONE:
         counts = record.manifest.get("counts", {})
-        near = counts.get("dialogues_skipped_near_duplicate", 0)
-        if near:
-            skipped = (
-                f"{record.skipped_count} skipped: {record.skipped_count - near} not approved, "
-                f"{near} near-duplicate"
-            )
         unusable = counts.get("dialogues_skipped_no_assistant_turn", 0) + counts.get(
             "dialogues_without_pairs", 0
         )

@@ -45,7 +45,7 @@ def dataset_export_create(
     `output_path` is where a command-line export writes ("-" for stdout); without one the
     file goes under MEDIA_ROOT, where the admin serves it.
     """
-    approved, not_approved = selection_counts(filters)
+    approved, skipped = selection_counts(filters)
     return DatasetExport.objects.create(
         format=options.format,
         include_system=options.include_system,
@@ -56,7 +56,7 @@ def dataset_export_create(
         output_path=output_path,
         requested_by=requested_by,
         total_count=approved,
-        skipped_count=not_approved,
+        skipped_count=skipped,
     )
 
 

@@ -101,7 +101,8 @@ def test_admin_action_offers_the_option(client, admin_user, three):
     page = client.post(url, data).content.decode()
     assert "2 approved dialogues will be exported" in page
     assert "1 approved near-duplicate skipped unless included below" in page
-    client.post(url, {**data, "apply": "1", "format": "openai"})
+    done = client.post(url, {**data, "apply": "1", "format": "openai"}, follow=True)
+    assert "2 exported, 1 skipped: 0 not approved, 1 near-duplicate." in done.content.decode()
     client.post(url, {**data, "apply": "1", "format": "openai", "include_near_duplicates": "on"})
     default, included = DatasetExport.objects.order_by("pk")
     assert (default.exported_count, default.skipped_count) == (2, 1)
