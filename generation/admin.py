@@ -144,6 +144,8 @@ class GenerationRunAdmin(admin.ModelAdmin):
                 temperature_override=data["temperature_override"],
                 max_in_flight=data["max_in_flight"],
                 seed=data["seed"],
+                variable_coverage=data["variable_coverage"],
+                oversample=data["oversample"],
                 background=True,
             )
             messages.success(request, f"Launched {run}.")

@@ -6,22 +6,23 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from . import rules
+from . import rules, variables
 from .models import GenerationRun, Persona, Scenario, persona_sides_problem
 
 
-def _check_template(value: str) -> None:
+def _check_template(value: str, variable_names: list[str] | tuple[str, ...] = ()) -> None:
     try:
-        unknown = rules.unknown_placeholders(value)
+        unknown = rules.unknown_placeholders(value, variable_names)
     except ValueError as exc:
         raise ValidationError(
             f"Not a valid template ({exc}). Write {{{{ and }}}} for literal braces."
         ) from None
     if unknown:
-        known = ", ".join("{" + name + "}" for name in rules.PLACEHOLDERS)
+        known = ", ".join("{" + name + "}" for name in (*rules.PLACEHOLDERS, *variable_names))
         bad = ", ".join("{" + name + "}" for name in unknown)
+        hint = "" if variable_names else " or define it as a scenario variable"
         raise ValidationError(
-            f"Unknown placeholder {bad}. Use {known}; write {{{{ and }}}} for literal braces."
+            f"Unknown placeholder {bad}. Use {known}{hint}; write {{{{ and }}}} for literal braces."
         )
 
 
@@ -30,6 +31,14 @@ class ScenarioForm(forms.ModelForm):
         widget=forms.Textarea(attrs={"rows": 6}),
         help_text="One topic per line. Each dialogue gets one (in order, or sampled by seed).",
         error_messages={"required": "Give at least one topic (one per line)."},
+    )
+    variables = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="One variable per line, e.g. level: beginner*3 | confident | struggling "
+        "(a *number after a value is its weight). Each dialogue gets one "
+        "value of each, sampled with the run's seed; use them as {level} in the opening "
+        "instruction and the system prompts.",
     )
 
     class Meta:
@@ -41,6 +50,7 @@ class ScenarioForm(forms.ModelForm):
             "opening_instruction",
             "topics",
             "topic_order",
+            "variables",
             "min_turns",
             "max_turns",
             "end_marker",
@@ -50,6 +60,17 @@ class ScenarioForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk and isinstance(self.instance.topics, list):
             self.initial["topics"] = "\n".join(str(t) for t in self.instance.topics)
+        if self.instance.pk:
+            self.initial["variables"] = variables.unparse(
+                variables.variables_of(self.instance.variables)
+            )
+
+    def clean_variables(self) -> list[dict]:
+        try:
+            parsed = variables.parse(self.cleaned_data["variables"])
+        except variables.VariableError as exc:
+            raise ValidationError(str(exc)) from None
+        return [variable.as_json() for variable in parsed]
 
     def clean_topics(self) -> list[str]:
         raw = self.cleaned_data["topics"]
@@ -65,11 +86,16 @@ class ScenarioForm(forms.ModelForm):
         value = self.cleaned_data["opening_instruction"]
         if not value.strip():
             raise ValidationError("The opening instruction cannot be empty.")
-        _check_template(value)
         return value
 
     def clean(self) -> dict:
         data = super().clean()
+        opening = data.get("opening_instruction")
+        if opening and "variables" in data:
+            try:
+                _check_template(opening, variables.names_of(data["variables"]))
+            except ValidationError as exc:
+                self.add_error("opening_instruction", exc)
         low, high = data.get("min_turns"), data.get("max_turns")
         if low is not None and high is not None and low > high:
             self.add_error("min_turns", f"Min turns ({low}) cannot exceed max turns ({high}).")
@@ -98,6 +124,12 @@ class PersonaForm(forms.ModelForm):
         value = self.cleaned_data["system_prompt"]
         if not value.strip():
             raise ValidationError("The system prompt cannot be empty.")
+        try:
+            rules.template_fields(value)
+        except ValueError as exc:
+            raise ValidationError(
+                f"Not a valid template ({exc}). Write {{{{ and }}}} for literal braces."
+            ) from None
         return value
 
     def clean_name(self) -> str:
@@ -131,6 +163,13 @@ class PersonaFormSet(forms.BaseInlineFormSet):
         problem = persona_sides_problem([f.cleaned_data["side"] for f in forms_kept])
         if problem:
             raise ValidationError(problem)
+        # The scenario form's variables, already applied to the instance when it is valid.
+        names = variables.names_of(self.instance.variables)
+        for form in forms_kept:
+            try:
+                _check_template(form.cleaned_data["system_prompt"], names)
+            except ValidationError as exc:
+                form.add_error("system_prompt", exc)
 
 
 class LaunchRunForm(forms.Form):
@@ -158,11 +197,48 @@ class LaunchRunForm(forms.Form):
         required=False,
         min_value=0,
         max_value=2**62,
-        help_text="Empty: random. Same seed, same sampled topics.",
+        help_text="Empty: random. Same seed, same sampled topics and variable values.",
+    )
+    variable_coverage = forms.TypedChoiceField(
+        label="Variable coverage",
+        required=False,
+        empty_value=GenerationRun.VariableCoverage.SAMPLED.value,
+        choices=GenerationRun.VariableCoverage.choices,
+        initial=GenerationRun.VariableCoverage.SAMPLED,
+        help_text="Balanced: every combination of the scenario's variable values equally often.",
+    )
+    oversample = forms.CharField(
+        label="Over-sample",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Rare values to generate more often, one per line: "
+        "pattern = account takeover * 5 (5 times its weight, or its share when balanced).",
     )
 
     def clean_model_override(self) -> str:
         return self.cleaned_data["model_override"].strip()
+
+    def clean(self) -> dict:
+        data = super().clean()
+        scenario = data.get("scenario")
+        if scenario is None:
+            return data
+        defined = variables.variables_of(scenario.variables)
+        try:
+            data["oversample"] = variables.parse_oversample(data.get("oversample", ""), defined)
+        except variables.VariableError as exc:
+            self.add_error("oversample", str(exc))
+            return data
+        balanced = data.get("variable_coverage") == GenerationRun.VariableCoverage.BALANCED
+        if balanced and not defined:
+            self.add_error("variable_coverage", f"{scenario} has no variables to balance.")
+        elif balanced and variables.combinations(defined) > variables.MAX_COMBINATIONS:
+            self.add_error(
+                "variable_coverage",
+                f"Balanced coverage needs at most {variables.MAX_COMBINATIONS} combinations; "
+                f"{scenario}'s variables have {variables.combinations(defined)}.",
+            )
+        return data
 
     def clean_scenario(self) -> Scenario:
         from .services import ScenarioNotReady, scenario_check_ready

@@ -50,9 +50,12 @@ class Scenario(models.Model):
     description = models.TextField(blank=True)
     opening_instruction = models.TextField(
         help_text="Sent to the opening persona as the first user message. "
-        "Placeholders: {topic}, {scenario}, {persona}, {partner}.",
+        "Placeholders: {topic}, {scenario}, {persona}, {partner} and the scenario's variables.",
     )
     topics = models.JSONField(default=list, help_text="A list of topics (strings).")
+    # [{"name": "level", "values": ["beginner", ...], "weights": [3, ...]}, ...]: each
+    # dialogue samples one value of each with its run's seed (generation.variables).
+    variables = models.JSONField(default=list, blank=True)
     topic_order = models.CharField(
         max_length=20, choices=TopicOrder.choices, default=TopicOrder.SEQUENTIAL
     )
@@ -127,6 +130,10 @@ class GenerationRun(models.Model):
         CANCELLED = "cancelled", "Cancelled"
         FAILED = "failed", "Failed"
 
+    class VariableCoverage(models.TextChoices):
+        SAMPLED = "sampled", "Sampled by weight"
+        BALANCED = "balanced", "Balanced: every combination equally often"
+
     ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
 
     scenario = models.ForeignKey(Scenario, on_delete=models.PROTECT, related_name="runs")
@@ -145,6 +152,11 @@ class GenerationRun(models.Model):
         default=64, validators=[MinValueValidator(1), MaxValueValidator(10_000)]
     )
     seed = models.BigIntegerField(default=0)
+    variable_coverage = models.CharField(
+        max_length=20, choices=VariableCoverage.choices, default=VariableCoverage.SAMPLED
+    )
+    # {"variable": {"value": factor}}: these values' weights are multiplied by the factor.
+    oversample = models.JSONField(default=dict, blank=True)
     done_count = models.PositiveIntegerField(default=0)
     failed_count = models.PositiveIntegerField(default=0)
     prompt_tokens = models.BigIntegerField(default=0)
@@ -182,6 +194,8 @@ class Dialogue(models.Model):
     scenario = models.ForeignKey(Scenario, on_delete=models.PROTECT, related_name="dialogues")
     index = models.PositiveIntegerField(help_text="Position within the run.")
     topic = models.CharField(max_length=500)
+    # The scenario variables' values sampled for this dialogue at launch ({"level": "beginner"}).
+    variables = models.JSONField(default=dict, blank=True)
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True
     )

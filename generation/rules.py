@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
@@ -34,15 +35,25 @@ def template_fields(template: str) -> list[str]:
     return names
 
 
-def unknown_placeholders(template: str) -> list[str]:
-    """Placeholders other than the supported ones ("{topic.x}" and "{}" count as unknown)."""
-    return [name or "{}" for name in template_fields(template) if name not in PLACEHOLDERS]
+def unknown_placeholders(template: str, variables: Collection[str] = ()) -> list[str]:
+    """Placeholders other than the supported ones and the scenario's `variables` ("{topic.x}"
+    and "{}" count as unknown)."""
+    known = {*PLACEHOLDERS, *variables}
+    return [name or "{}" for name in template_fields(template) if name not in known]
 
 
-def render_template(template: str, *, topic: str, scenario: str, persona: str, partner: str) -> str:
-    return template.format_map(
-        {"topic": topic, "scenario": scenario, "persona": persona, "partner": partner}
-    )
+def render_template(
+    template: str,
+    *,
+    topic: str,
+    scenario: str,
+    persona: str,
+    partner: str,
+    variables: Mapping[str, str] | None = None,
+) -> str:
+    """The template with its placeholders filled (KeyError names one with no value)."""
+    values = {**(variables or {}), "topic": topic, "scenario": scenario}
+    return template.format_map({**values, "persona": persona, "partner": partner})
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,12 @@ class QueueFilterForm(forms.Form):
         label="Judge marked",
     )
     order = forms.ChoiceField(choices=list(QUEUE_ORDERS.items()), required=False)
+    variable = forms.CharField(
+        required=False,
+        max_length=250,
+        label="Variable",
+        help_text="A scenario variable's value, e.g. level=beginner.",
+    )
 
     def filters(self) -> QueueFilters:
         """The filters, ignoring any invalid value (a stale link still shows a queue)."""
@@ -38,6 +44,7 @@ class QueueFilterForm(forms.Form):
         data = getattr(self, "cleaned_data", {})
         run, scenario = data.get("run"), data.get("scenario")
         warnings = {"yes": True, "no": False}.get(data.get("warnings") or "")
+        name, sep, value = (data.get("variable") or "").partition("=")
         return QueueFilters(
             run_id=run.pk if run else None,
             scenario_id=scenario.pk if scenario else None,
@@ -45,6 +52,7 @@ class QueueFilterForm(forms.Form):
             warnings=warnings,
             order=data.get("order") or "run",
             judge_category=data.get("judge") or "",
+            variable=(name.strip(), value.strip()) if sep and name.strip() else None,
         )
 
 

@@ -14,8 +14,16 @@ from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
+from generation import variables
 from generation.models import Dialogue, Turn
-from review.models import DialogueReview, Flag, ReviewEvent, Suggestion, TurnRevision
+from review.models import (
+    DialogueReview,
+    DialogueSignature,
+    Flag,
+    ReviewEvent,
+    Suggestion,
+    TurnRevision,
+)
 
 QUEUE_STATUSES = {
     "awaiting": "Awaiting review",
@@ -62,6 +70,16 @@ class QueueFilters:
     warnings: bool | None = None
     order: str = "run"
     judge_category: str = ""
+    # A scenario variable's value the dialogues were written with: ("level", "beginner").
+    variable: tuple[str, str] | None = None
+
+    @property
+    def variable_text(self) -> str:
+        return f"{self.variable[0]}={self.variable[1]}" if self.variable else ""
+
+
+def near_duplicate_exists() -> Exists:
+    return Exists(DialogueSignature.objects.filter(dialogue=OuterRef("pk"), twin__isnull=False))
 
 
 def judge_severity_subquery() -> Coalesce:
@@ -78,11 +96,13 @@ def judge_severity_subquery() -> Coalesce:
 def queue_ordered(qs: QuerySet, order: str) -> QuerySet:
     """The queue's order, which "Review next" follows too: the run's order (run, then position
     in it), or the riskiest first: the judge's most severe standing mark, then automatic
-    warnings, then run order."""
+    warnings, then near-duplicates, then run order."""
     if order == "risk":
         return qs.alias(
-            judge_severity=judge_severity_subquery(), risky_warnings=has_warnings_subquery()
-        ).order_by("-judge_severity", "-risky_warnings", "run_id", "index")
+            judge_severity=judge_severity_subquery(),
+            risky_warnings=has_warnings_subquery(),
+            near_duplicate=near_duplicate_exists(),
+        ).order_by("-judge_severity", "-risky_warnings", "-near_duplicate", "run_id", "index")
     return qs.order_by("run_id", "index")
 
 
@@ -102,6 +122,11 @@ def reviewable_dialogues(filters: QueueFilters, *, now: datetime | None = None) 
             category=filters.judge_category,
         )
         qs = qs.filter(Exists(marked))
+    if filters.variable is not None:
+        name, value = filters.variable
+        if not variables.NAME_RE.fullmatch(name) or "__" in name:
+            return qs.none()  # no variable has that name (and it must not read as a lookup)
+        qs = qs.filter(**{f"variables__{name}": value})
     return qs
 
 
@@ -191,6 +216,7 @@ def dialogue_for_review(*, pk: int) -> Dialogue:
             "review__claimed_by",
             "review__decided_by",
             "judgement",
+            "signature",
         ).prefetch_related(
             "scenario__personas",
             Prefetch("turns", queryset=_live_turns(), to_attr="live_turns"),
@@ -232,6 +258,17 @@ def annotate_dialogue(dialogue: Dialogue) -> None:
     dialogue.judgement_state = getattr(dialogue, "judgement", None)
     config = getattr(dialogue.scenario, "judge_config", None)
     dialogue.severity_max = config.severity_max if config else None
+    dialogue.near_duplicate = near_duplicate_of(dialogue)
+
+
+def near_duplicate_of(dialogue: Dialogue) -> DialogueSignature | None:
+    """The dialogue's signature when it marks it a near-duplicate (its twin and similarity),
+    from what was selected with it."""
+    try:
+        signature = dialogue.signature
+    except DialogueSignature.DoesNotExist:
+        return None
+    return signature if signature.is_near_duplicate else None
 
 
 def turn_for_review(*, dialogue_pk: int, turn_pk: int) -> Turn:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from django.db import IntegrityError, OperationalError
 
-from review import export, services
+from review import duplicates, export, services
 
 logger = logging.getLogger(__name__)
 
@@ -29,3 +30,18 @@ def judge_dialogue(dialogue_id: int) -> None:
     "judge failed: <reason>" on the dialogue; a redelivered message finds the transcript
     judged (or being judged) and returns."""
     services.dialogue_judge(dialogue_id=dialogue_id)
+
+
+@shared_task(
+    name="review.check_near_duplicates",
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(OperationalError, IntegrityError),
+    retry_backoff=True,
+    max_retries=5,
+)
+def check_near_duplicates(dialogue_id: int) -> None:
+    """Index a completed (or regenerated) dialogue and record its twin, if any. Running it
+    twice replaces the signature with the same one. A lost connection, a deadlock victim or a
+    concurrent check of the same dialogue (the signature's key) is retried."""
+    duplicates.dialogue_check(dialogue_id=dialogue_id)

@@ -376,6 +376,17 @@ SYNTHREVIEW_DIALOGUE_HEADROOM = env_float("SYNTHREVIEW_DIALOGUE_HEADROOM", 0.25,
 
 SYNTHREVIEW_CLAIM_MINUTES = env_int("SYNTHREVIEW_CLAIM_MINUTES", 30, minimum=1)
 SYNTHREVIEW_MAX_CORRECTION_CHARS = env_int("SYNTHREVIEW_MAX_CORRECTION_CHARS", 20_000, minimum=1)
+# A completed dialogue whose estimated Jaccard similarity (MinHash of word shingles) to an
+# earlier one reaches this is a near-duplicate, left out of exports by default. The LSH bands
+# depend on it: after changing it, run `manage.py find_duplicates --rebuild`.
+SYNTHREVIEW_NEAR_DUPLICATE_THRESHOLD = env_float(
+    "SYNTHREVIEW_NEAR_DUPLICATE_THRESHOLD", 0.8, minimum=0.05
+)
+if SYNTHREVIEW_NEAR_DUPLICATE_THRESHOLD > 1:
+    raise ImproperlyConfigured(
+        "SYNTHREVIEW_NEAR_DUPLICATE_THRESHOLD must be at most 1, got "
+        f"{SYNTHREVIEW_NEAR_DUPLICATE_THRESHOLD}"
+    )
 
 # --- Export ----------------------------------------------------------------------------------------
 # Admin exports of more approved dialogues than this run in a Celery task (when a broker is

@@ -41,11 +41,13 @@ class Generated:
 
 @dataclass(frozen=True)
 class Cast:
-    """The two personas of a dialogue, and the opener's rendered opening instruction."""
+    """The two personas of a dialogue, the opener's rendered opening instruction and each
+    persona's rendered system prompt (by position)."""
 
     opener: Persona
     other: Persona
     opening: str
+    prompts: dict[int, str]
 
     def next_speaker(self, turns: list[rules.PastTurn]) -> tuple[Persona, Persona]:
         """(speaker, partner): whoever did not speak last (robust to hand-edited data)."""
@@ -171,17 +173,29 @@ def _cast(dialogue: Dialogue, personas: dict[int, Persona]) -> Cast | str:
     opener = next(p for p in personas.values() if p.opens)
     other = next(p for p in personas.values() if not p.opens)
     scenario = dialogue.scenario
+    values = {
+        "topic": dialogue.topic,
+        "scenario": scenario.name,
+        "variables": dialogue.variables if isinstance(dialogue.variables, dict) else {},
+    }
     try:
         opening = rules.render_template(
-            scenario.opening_instruction,
-            topic=dialogue.topic,
-            scenario=scenario.name,
-            persona=opener.name,
-            partner=other.name,
+            scenario.opening_instruction, persona=opener.name, partner=other.name, **values
         )
     except (KeyError, IndexError, ValueError) as exc:
         return f"Bad opening instruction template: {exc}"
-    return Cast(opener=opener, other=other, opening=opening)
+    prompts = {}
+    for speaker, partner in ((opener, other), (other, opener)):
+        try:
+            prompts[speaker.position] = rules.render_template(
+                speaker.system_prompt, persona=speaker.name, partner=partner.name, **values
+            )
+        except (KeyError, IndexError, ValueError) as exc:
+            return (
+                f"Bad system prompt template of {speaker.name}: {exc} "
+                "(write {{ and }} for literal braces)"
+            )
+    return Cast(opener=opener, other=other, opening=opening, prompts=prompts)
 
 
 def _request(
@@ -198,7 +212,7 @@ def _request(
     """
     run, scenario = dialogue.run, dialogue.scenario
     messages = rules.build_messages(
-        speaker=rules.Speaker(speaker.position, speaker.name, speaker.system_prompt),
+        speaker=rules.Speaker(speaker.position, speaker.name, cast.prompts[speaker.position]),
         opener_position=cast.opener.position,
         opening_instruction=cast.opening,
         turns=turns,
@@ -220,6 +234,7 @@ def _request(
             "max_turns": scenario.max_turns,
             "speaker": speaker.name,
             "partner": partner.name,
+            "variables": dialogue.variables,
         },
     )
 

@@ -27,9 +27,9 @@ DEMO_MODEL = "demo-scripted"
 SCRIPTS: dict[str, list[list[str]]] = {
     "trig-tutoring": [
         [
-            "Hi! We're doing **{topic}** in class and I'm stuck. Why is "
+            "Hi! We're doing **{topic}** in class and I'm {level}. Why is "
             "$\\sin^2 x + \\cos^2 x = 1$ always true? It looks like magic to me.",
-            "Hello! Before we get to {topic}, can you explain where "
+            "Hello! I'm {level} at the moment. Before we get to {topic}, can you explain where "
             "$\\sin^2 x + \\cos^2 x = 1$ comes from? I just memorised it.",
         ],
         [
@@ -70,8 +70,9 @@ SCRIPTS: dict[str, list[list[str]]] = {
     ],
     "card-fraud-report": [
         [
-            "Hello, I'm calling about {topic}. There are two card payments on my account I don't "
-            "recognise, both to an online electronics shop at 3 a.m. I still have my card.",
+            "Hello, I'm calling about {topic}, and I'm {temperament} about it. There are two card "
+            "payments on my account I don't recognise, both to an online electronics shop at "
+            "3 a.m. I still have my card.",
         ],
         [
             "I'm sorry to hear that. I've frozen your card so nothing else can go through. To "
@@ -101,7 +102,7 @@ SCRIPTS: dict[str, list[list[str]]] = {
     "gp-hypertension": [
         [
             "Hello doctor. My blood pressure was 152/95 at {topic}. Does that mean I have high "
-            "blood pressure now?",
+            "blood pressure now? What worries me most is {concern}.",
         ],
         [
             "Not from one reading. I'd like you to measure it at home twice a day for a week. If "
@@ -204,6 +205,9 @@ CLOSINGS = [
 ]
 # How many turns past min_turns an unscripted dialogue may run before it winds down.
 GENERIC_EXTRA_TURNS = 8
+# What the scripts say for a variable a scenario does not define (an example scenario edited
+# without its variables).
+VARIABLE_DEFAULTS = {"level": "stuck", "temperament": "worried", "concern": "what it means"}
 
 
 def _digest(key: str) -> bytes:
@@ -254,8 +258,9 @@ def _generic_turn(position: int, key: str) -> str:
 class DemoClient:
     """Offline provider. Reads `request.context`: scenario, topic, position, variant and
     end_marker, and when the engine sends them, speaker and partner (persona names),
-    min_turns/max_turns and attempt (so regenerating writes something new). A judge request
-    (task "judge") is answered by the scripted judge (`demo_judge`)."""
+    min_turns/max_turns, attempt (so regenerating writes something new) and the dialogue's
+    scenario variables (written into the scripts' {placeholders}). A judge request (task
+    "judge") is answered by the scripted judge (`demo_judge`)."""
 
     provider = "demo"
 
@@ -281,12 +286,11 @@ class DemoClient:
         else:
             template = _generic_turn(position, key)
         end = str(ctx.get("end_marker", "") or "")
-        text = (
-            template.replace("{topic}", topic)
-            .replace("{partner}", partner)
-            .replace("{end}", end)
-            .strip()
-        )
+        text = template.replace("{topic}", topic).replace("{partner}", partner)
+        chosen = ctx.get("variables") if isinstance(ctx.get("variables"), dict) else {}
+        for name, value in {**VARIABLE_DEFAULTS, **chosen}.items():
+            text = text.replace("{" + str(name) + "}", str(value))
+        text = text.replace("{end}", end).strip()
         return _result(request, text)
 
 

@@ -7,6 +7,7 @@ import random
 from django.db import transaction
 from django.utils import timezone
 
+from generation import variables
 from generation.engine.dispatch import run_dispatch
 from generation.engine.leases import OPEN_STATUSES
 from generation.llm import current_provider
@@ -24,18 +25,30 @@ def run_launch(
     temperature_override: float | None = None,
     max_in_flight: int = 64,
     seed: int | None = None,
+    variable_coverage: str = GenerationRun.VariableCoverage.SAMPLED,
+    oversample: dict[str, dict[str, int]] | None = None,
     background: bool = False,
 ) -> GenerationRun:
-    """Create the run and its dialogues; the first window's tasks are enqueued once this
-    commits (`run_dispatch`).
+    """Create the run and its dialogues, each with its topic and its scenario variables'
+    values; the first window's tasks are enqueued once this commits (`run_dispatch`).
 
+    VariableError (a ValueError) when balanced coverage has too many combinations.
     `background`: without a broker, generate on a thread of this process and return at once
     (a launch from the browser); with a broker the workers generate either way.
     """
     scenario_check_ready(scenario=scenario)
     if count < 1:
         raise ValueError("count must be at least 1")
+    if variable_coverage not in GenerationRun.VariableCoverage.values:
+        raise ValueError(f"Unknown variable coverage {variable_coverage!r}.")
     seed = random.randrange(2**31) if seed is None else seed
+    values = variables.sample(
+        variables.variables_of(scenario.variables),
+        count=count,
+        seed=seed,
+        balanced=variable_coverage == GenerationRun.VariableCoverage.BALANCED,
+        oversample=oversample,
+    )
     with transaction.atomic():
         run = GenerationRun.objects.create(
             scenario=scenario,
@@ -45,13 +58,15 @@ def run_launch(
             temperature_override=temperature_override,
             max_in_flight=max_in_flight,
             seed=seed,
+            variable_coverage=variable_coverage,
+            oversample=oversample or {},
             created_by=created_by,
         )
         topics = scenario_pick_topics(scenario=scenario, count=count, seed=seed)
         Dialogue.objects.bulk_create(
             [
-                Dialogue(run=run, scenario=scenario, index=i, topic=topic[:500])
-                for i, topic in enumerate(topics)
+                Dialogue(run=run, scenario=scenario, index=i, topic=topic[:500], variables=chosen)
+                for i, (topic, chosen) in enumerate(zip(topics, values, strict=True))
             ],
             batch_size=1000,
         )

@@ -13,6 +13,7 @@ any narrower selection is recorded as the ids it holds.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,12 @@ class ExportForm(forms.Form):
         help_text="Replace emails, phone and card numbers, IBANs and IP addresses with "
         "placeholders such as [EMAIL].",
     )
+    include_near_duplicates = forms.BooleanField(
+        required=False,
+        label="Include near-duplicates",
+        help_text="Also write approved dialogues that nearly repeat an earlier one (left out "
+        "by default).",
+    )
 
 
 def _export_action(
@@ -67,13 +74,16 @@ def _export_action(
             request, "You do not have permission to export datasets.", messages.ERROR
         )
         return None
-    approved, not_approved = export.selection_counts(filters)
+    counts = export.selection_breakdown(filters)
     form = ExportForm(request.POST if "apply" in request.POST else None)
     if form.is_valid():
         options = export.ExportOptions(
             form.cleaned_data["format"],
             form.cleaned_data["include_system"],
             form.cleaned_data["scrub_pii"],
+        )
+        filters = replace(
+            filters, include_near_duplicates=form.cleaned_data["include_near_duplicates"]
         )
         try:
             record = export.dataset_export_start(
@@ -95,18 +105,31 @@ def _export_action(
         "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
         "select_across": "1" if _selects_all(request) else "0",
         "action": action,
-        "approved": approved,
-        "not_approved": not_approved,
+        "approved": counts.approved,
+        "not_approved": counts.not_approved,
+        "near_duplicates": counts.near_duplicate,
         "selected_count": queryset.count(),
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         "background": bool(settings.CELERY_BROKER_URL)
-        and approved > settings.SYNTHREVIEW_EXPORT_INLINE_MAX,
+        and counts.approved > settings.SYNTHREVIEW_EXPORT_INLINE_MAX,
     }
     return TemplateResponse(request, "admin/review/export_intermediate.html", context)
 
 
+def _skipped(record: DatasetExport) -> str:
+    """Why dialogues were left out: from the manifest once done, else what may leave them
+    out (not approved, and near-duplicates unless the export includes them)."""
+    near = record.manifest.get("counts", {}).get("dialogues_skipped_near_duplicate", 0)
+    if near:
+        not_approved = record.skipped_count - near
+        return f"{record.skipped_count} skipped: {not_approved} not approved, {near} near-duplicate"
+    if record.status == DatasetExport.Status.DONE or record.filters.get("include_near_duplicates"):
+        return f"{record.skipped_count} skipped: not approved"
+    return f"{record.skipped_count} skipped: not approved or near-duplicate"
+
+
 def _outcome_message(record: DatasetExport) -> str:
-    skipped = f"{record.skipped_count} skipped: not approved"
+    skipped = _skipped(record)
     if record.status == DatasetExport.Status.DONE:
         counts = record.manifest.get("counts", {})
         unusable = counts.get("dialogues_skipped_no_assistant_turn", 0) + counts.get(

@@ -134,8 +134,14 @@ class DialogueFormatter:
     """Turns each dialogue into its output lines and accumulates the manifest counts."""
 
     def __init__(
-        self, options: ExportOptions, system_prompts: dict[int, str], slugs: dict[int, str]
+        self,
+        options: ExportOptions,
+        system_prompts: dict[int, str],
+        slugs: dict[int, str],
+        dialogue_prompts: dict[int, str] | None = None,
     ):
+        """`system_prompts` by scenario; `dialogue_prompts` by dialogue where the scenario's
+        prompt is a template rendered for each dialogue (its topic and variables)."""
         self.options = options
         self.is_dpo = options.format == DatasetExport.Format.DPO
         self.style = _SHAREGPT if options.format == DatasetExport.Format.SHAREGPT else _OPENAI
@@ -145,6 +151,9 @@ class DialogueFormatter:
             scenario_id: self._system_message(prompt)
             for scenario_id, prompt in system_prompts.items()
         }
+        self.dialogue_prompts = dialogue_prompts or {}
+        # Rendered prompts repeat (a few variable values): each text's message built once.
+        self.rendered: dict[str, _SystemMessage] = {}
         # Dialogues written per (scenario, records, models of its assistant turns): a handful
         # of keys, folded into the manifest's counts by `finish`.
         self.written: Counter[tuple[int, int, tuple[str, ...]]] = Counter()
@@ -162,6 +171,11 @@ class DialogueFormatter:
         """The dialogue's output lines; the manifest counts of the lines written."""
         scenario_id = dialogue.scenario_ids[0]
         system = self.system.get(scenario_id, _NO_SYSTEM)
+        prompt = self.dialogue_prompts.get(dialogue.dialogue_ids[0])
+        if prompt is not None:
+            if prompt not in self.rendered:
+                self.rendered[prompt] = self._system_message(prompt)
+            system = self.rendered[prompt]
         texts = dialogue.texts
         rejected = self._rejected(dialogue) if self.is_dpo else {}
         found = system.pii

@@ -20,6 +20,7 @@ from review.export.selection import (
     ExportError,
     ExportFilters,
     empty_message,
+    selection_breakdown,
     selection_counts,
 )
 from review.export.writer import ExportResult, Progress, export_stream, export_write
@@ -44,7 +45,7 @@ def dataset_export_create(
     `output_path` is where a command-line export writes ("-" for stdout); without one the
     file goes under MEDIA_ROOT, where the admin serves it.
     """
-    approved, not_approved = selection_counts(filters)
+    approved, skipped = selection_counts(filters)
     return DatasetExport.objects.create(
         format=options.format,
         include_system=options.include_system,
@@ -55,7 +56,7 @@ def dataset_export_create(
         output_path=output_path,
         requested_by=requested_by,
         total_count=approved,
-        skipped_count=not_approved,
+        skipped_count=skipped,
     )
 
 
@@ -103,7 +104,8 @@ def dataset_export_run(
         sha256=result.sha256,
         manifest=result.manifest,
         exported_count=counts["dialogues_written"],
-        skipped_count=counts["dialogues_skipped_not_approved"],
+        skipped_count=counts["dialogues_skipped_not_approved"]
+        + counts["dialogues_skipped_near_duplicate"],
         record_count=counts["records"],
         total_count=counts["dialogues_approved"],
     )
@@ -213,7 +215,8 @@ def dataset_export_start(
     export = dataset_export_create(options=options, filters=filters, created_by=created_by)
     if export.total_count == 0:
         export.delete()
-        raise EmptyExportError(empty_message(0, export.skipped_count))
+        counts = selection_breakdown(filters)
+        raise EmptyExportError(empty_message(0, counts.not_approved, counts.near_duplicate))
     if settings.CELERY_BROKER_URL and export.total_count > settings.SYNTHREVIEW_EXPORT_INLINE_MAX:
         task = signature(RUN_TASK, args=(export.pk,))
         transaction.on_commit(task.delay)

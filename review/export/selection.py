@@ -28,12 +28,14 @@ class ExportFilters:
 
     `since` keeps dialogues approved at or after that moment (a date means its midnight in the
     current time zone), which makes "everything approved since the last export" one flag.
+    Near-duplicates (`review.duplicates`) are left out unless `include_near_duplicates`.
     """
 
     run_ids: tuple[int, ...] = ()
     scenario: str = ""
     since: datetime | None = None
     dialogue_ids: tuple[int, ...] = ()
+    include_near_duplicates: bool = False
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -45,6 +47,8 @@ class ExportFilters:
             data["since"] = self.since.isoformat()
         if self.dialogue_ids:
             data["dialogue_ids"] = list(self.dialogue_ids)
+        if self.include_near_duplicates:
+            data["include_near_duplicates"] = True
         return data
 
     @classmethod
@@ -55,6 +59,7 @@ class ExportFilters:
             scenario=str(data.get("scenario", "")),
             since=datetime.fromisoformat(since) if since else None,
             dialogue_ids=tuple(int(pk) for pk in data.get("dialogue_ids", ())),
+            include_near_duplicates=bool(data.get("include_near_duplicates", False)),
         )
 
 
@@ -102,17 +107,24 @@ def dialogues_selected(filters: ExportFilters) -> QuerySet[Dialogue]:
     return dialogues
 
 
+# A dialogue whose text nearly repeats one completed before it (review.duplicates).
+NEAR_DUPLICATE = Q(signature__twin__isnull=False)
+
+
 def dialogues_exportable(filters: ExportFilters) -> QuerySet[Dialogue]:
-    """The selected dialogues an export writes: approved ones."""
-    return dialogues_selected(filters).filter(review__status=DialogueReview.Status.APPROVED)
+    """The selected dialogues an export writes: approved ones, near-duplicates left out
+    unless the filters include them."""
+    approved = dialogues_selected(filters).filter(review__status=DialogueReview.Status.APPROVED)
+    return approved if filters.include_near_duplicates else approved.exclude(NEAR_DUPLICATE)
 
 
 @dataclass(frozen=True)
 class SelectionCounts:
     """The selected dialogues by what the export does with them.
 
-    Only approved dialogues are written. The others are told apart because they call for
-    different actions: a rejected dialogue was judged, one awaiting review still needs a
+    Only approved dialogues are written (`approved`), near-duplicates left out by default
+    (`near_duplicate`: approved, not written). The others are told apart because they call
+    for different actions: a rejected dialogue was judged, one awaiting review still needs a
     reviewer, and one that is not complete (failed, cancelled, still generating) never reached
     review at all.
     """
@@ -121,14 +133,19 @@ class SelectionCounts:
     awaiting_review: int = 0
     rejected: int = 0
     not_complete: int = 0
+    near_duplicate: int = 0
 
     @property
     def not_approved(self) -> int:
         return self.awaiting_review + self.rejected + self.not_complete
 
     @property
+    def skipped(self) -> int:
+        return self.not_approved + self.near_duplicate
+
+    @property
     def selected(self) -> int:
-        return self.approved + self.not_approved
+        return self.approved + self.skipped
 
     def skipped_summary(self) -> str:
         """E.g. `4 skipped: 1 awaiting review, 1 rejected, 2 not complete (failed, cancelled or
@@ -139,18 +156,22 @@ class SelectionCounts:
                 (self.awaiting_review, "awaiting review"),
                 (self.rejected, "rejected"),
                 (self.not_complete, "not complete (failed, cancelled or still generating)"),
+                (self.near_duplicate, "near-duplicate"),
             )
             if count
         ]
-        return f"{self.not_approved} skipped" + (f": {', '.join(reasons)}" if reasons else "")
+        return f"{self.skipped} skipped" + (f": {', '.join(reasons)}" if reasons else "")
 
 
 def selection_breakdown(filters: ExportFilters) -> SelectionCounts:
-    """How many selected dialogues are approved, and why the others are not, in one query."""
+    """How many selected dialogues are written, and why the others are not, in one query."""
     status = DialogueReview.Status
     verdict = Q(review__status__in=(status.APPROVED, status.REJECTED))
+    approved = Q(review__status=status.APPROVED)
+    left_out = Q(pk__in=[]) if filters.include_near_duplicates else NEAR_DUPLICATE
     counts = dialogues_selected(filters).aggregate(
-        approved=Count("pk", filter=Q(review__status=status.APPROVED)),
+        approved=Count("pk", filter=approved & ~left_out),
+        near_duplicate=Count("pk", filter=approved & left_out),
         rejected=Count("pk", filter=Q(review__status=status.REJECTED)),
         not_complete=Count("pk", filter=~verdict & ~Q(status=Dialogue.Status.COMPLETE)),
         awaiting_review=Count("pk", filter=~verdict & Q(status=Dialogue.Status.COMPLETE)),
@@ -159,12 +180,17 @@ def selection_breakdown(filters: ExportFilters) -> SelectionCounts:
 
 
 def selection_counts(filters: ExportFilters) -> tuple[int, int]:
-    """(approved, not approved) among the selected dialogues, in one query."""
+    """(to write, skipped) among the selected dialogues, in one query."""
     counts = selection_breakdown(filters)
-    return counts.approved, counts.not_approved
+    return counts.approved, counts.skipped
 
 
-def empty_message(approved: int, not_approved: int) -> str:
+def empty_message(approved: int, not_approved: int, near_duplicates: int = 0) -> str:
+    if near_duplicates:
+        return (
+            f"Nothing to export: the {near_duplicates} approved dialogues selected are "
+            "near-duplicates of earlier ones (include near-duplicates to export them)."
+        )
     if not_approved:
         return f"Nothing to export: none of the {not_approved} selected dialogues is approved."
     return "Nothing to export: no dialogues match the selection."

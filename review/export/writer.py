@@ -33,6 +33,7 @@ from django.db.models.functions import NullIf
 
 import synthreview
 from generation.models import Dialogue, Persona, Scenario, Side, Turn
+from generation.rules import render_template
 from review import pii
 from review.export.formats import DialogueFormatter, DialogueTurns, ExportOptions, ExportStats
 from review.export.selection import (
@@ -165,11 +166,15 @@ def _export(
     with _snapshot():
         counts = selection_breakdown(filters)
         if counts.approved == 0:
-            raise EmptyExportError(empty_message(0, counts.not_approved))
+            raise EmptyExportError(empty_message(0, counts.not_approved, counts.near_duplicate))
         dialogues = dialogues_exportable(filters)
         scenario_ids = dialogues.values("scenario_id")
+        prompts = _system_prompts(scenario_ids)
         formatter = DialogueFormatter(
-            options, _system_prompts(scenario_ids), _scenario_slugs(scenario_ids)
+            options,
+            prompts,
+            _scenario_slugs(scenario_ids),
+            _rendered_prompts(dialogues, prompts) if options.include_system else {},
         )
         block: list[bytes] = []
         dialogue_turns = _dialogue_turns(dialogues, with_rejected=formatter.is_dpo)
@@ -275,6 +280,38 @@ def _system_prompts(scenario_ids: QuerySet) -> dict[int, str]:
     return prompts
 
 
+def _rendered_prompts(dialogues: QuerySet[Dialogue], prompts: dict[int, str]) -> dict[int, str]:
+    """{dialogue: its system prompt as generation rendered it} for the scenarios whose prompt
+    is a template ({topic}, scenario variables, {{ for a brace)); one query, only for those.
+    A prompt that does not render (edited after the run) is written as it stands."""
+    templated = [pk for pk, prompt in prompts.items() if "{" in prompt or "}" in prompt]
+    if not templated:
+        return {}
+    names: dict[int, dict[str, str]] = {}
+    for scenario_id, side, name in Persona.objects.filter(scenario_id__in=templated).values_list(
+        "scenario_id", "side", "name"
+    ):
+        names.setdefault(scenario_id, {})[side] = name
+    rendered = {}
+    rows = dialogues.filter(scenario_id__in=templated).values_list(
+        "pk", "scenario_id", "scenario__name", "topic", "variables"
+    )
+    for pk, scenario_id, scenario, topic, chosen in rows.iterator(chunk_size=CHUNK_SIZE):
+        sides = names.get(scenario_id, {})
+        try:
+            rendered[pk] = render_template(
+                prompts[scenario_id],
+                topic=topic,
+                scenario=scenario,
+                persona=sides.get(Side.ASSISTANT, ""),
+                partner=sides.get(Side.USER, ""),
+                variables=chosen if isinstance(chosen, dict) else {},
+            ).strip()
+        except (KeyError, IndexError, ValueError):
+            continue
+    return rendered
+
+
 def _scenario_slugs(scenario_ids: QuerySet) -> dict[int, str]:
     return dict(Scenario.objects.filter(pk__in=scenario_ids).values_list("pk", "slug"))
 
@@ -293,7 +330,11 @@ def _manifest(
         "file": file_name,
         "sha256": sha256,
         "filters": filters.as_json(),
-        "options": {"include_system": options.include_system, "scrub_pii": options.scrub_pii},
+        "options": {
+            "include_system": options.include_system,
+            "scrub_pii": options.scrub_pii,
+            "include_near_duplicates": filters.include_near_duplicates,
+        },
         "counts": _manifest_counts(options, stats, counts),
         "per_scenario": {
             key: dict(sorted(v.items())) for key, v in sorted(stats.per_scenario.items())
@@ -329,6 +370,8 @@ def _manifest_counts(
         "dialogues_skipped_awaiting_review": counts.awaiting_review,
         "dialogues_skipped_rejected": counts.rejected,
         "dialogues_skipped_not_complete": counts.not_complete,
+        # Approved, but nearly a copy of a dialogue completed earlier (review.duplicates).
+        "dialogues_skipped_near_duplicate": counts.near_duplicate,
         "dialogues_skipped_no_assistant_turn": stats.dialogues_without_assistant,
         "dialogues_without_pairs": counts.approved - stats.dialogues_written if is_dpo else 0,
         "dialogues_written": stats.dialogues_written,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import judge, quality, team, trends
+from . import diversity, judge, quality, team, trends
 from .figures import Figure
 from .plots import Plot, geometry
 from .scope import Scope
@@ -150,6 +150,18 @@ CORRECTIONS = Panel(
     columns=("reviewer", "verdicts", "corrections_per_dialogue"),
     note="Turn edits saved, per dialogue the reviewer gave a verdict on.",
 )  # fmt: skip
+DIVERSITY = Panel(
+    "diversity", "How varied the dialogues are", diversity.diversity, Plot("table"),
+    note="From figures stored as each dialogue completed: near-duplicates of an earlier "
+    "dialogue, distinct words and word pairs over all assistant turns (1 = never repeated), "
+    "opening turns that repeat an earlier one, topics used of those listed.",
+)  # fmt: skip
+VARIABLES = Panel(
+    "variables", "Scenario variable coverage", diversity.variable_coverage,
+    Plot("hbar", "value", ("dialogues",)),
+    note="Dialogues launched with each variable value; the plan is the value's weight (times "
+    "its over-sampling factor), or an equal share when the run is balanced.",
+)  # fmt: skip
 BACKLOG = Panel(
     "backlog", "Verdicts per day and the backlog", team.backlog,
     Plot("line", "day", ("verdicts",)), show_facts=True,
@@ -163,9 +175,19 @@ JUDGE = Panel(
     "against turns the expert flagged or corrected.",
 )  # fmt: skip
 
-RUN_BOARD = (FUNNEL, FLAGS_BY_TURN, JUDGE, STOP_REASONS, WARNINGS, COST, LATENCY)
+RUN_BOARD = (
+    FUNNEL,
+    FLAGS_BY_TURN,
+    JUDGE,
+    STOP_REASONS,
+    WARNINGS,
+    COST,
+    LATENCY,
+    DIVERSITY,
+    VARIABLES,
+)
 SCENARIO_BOARD = (
     FUNNEL, APPROVAL_PER_RUN, FLAGS_PER_RUN, FLAGS_BY_TURN, JUDGE, MODEL_CORRECTED, MODEL_FLAGS,
-    MODEL_COMPARE, STOP_REASONS, WARNINGS, COST, LATENCY,
+    MODEL_COMPARE, STOP_REASONS, WARNINGS, COST, LATENCY, DIVERSITY, VARIABLES,
 )  # fmt: skip
 TEAM_BOARD = (BACKLOG, PER_HOUR, MEDIAN_TIME, CORRECTIONS)

@@ -64,11 +64,14 @@ def build_world(suffix: str = "") -> World:
     start += timedelta(minutes=2)
     minutes = lambda n: start + timedelta(minutes=n)  # noqa: E731
     alice, bob = UserFactory(username=f"alice{suffix}"), UserFactory(username=f"bob{suffix}")
-    scenario = ScenarioFactory()
+    scenario = ScenarioFactory(variables=[{"name": "level", "values": ["new", "old", "rare"]}])
     finished = {"status": "finished", "scenario": scenario}
     run = RunFactory(**finished, cost_usd=Decimal("2.00"), created_at=minutes(-600))
     other = RunFactory(**finished, created_at=minutes(-300))
-    ds = [dialogue_with_turns(4, run=run, index=i) for i in range(4)]
+    ds = [
+        dialogue_with_turns(4, run=run, index=i, variables={"level": "old" if i else "new"})
+        for i in range(4)
+    ]
     Dialogue.objects.create(run=run, scenario=scenario, index=4, topic="x", status="failed")
     e1, e2 = (dialogue_with_turns(2, run=other, index=i) for i in range(2))
     for d, reason in zip(ds, ["turn limit reached"] * 3 + ["end marker"], strict=True):

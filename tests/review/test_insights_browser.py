@@ -27,9 +27,10 @@ def test_every_dashboard_draws_its_plots_without_errors(live_server, new_tab):
     page = tab.page
     log_in(tab, live_server.url, "lead")
     pages = {
-        reverse("review:insights_run", args=[world.run.pk]): 6,
-        reverse("review:insights_scenario", args=[world.run.scenario_id]): 11,
-        reverse("review:insights"): 11,
+        # Plots: every panel but the tables (cost, diversity).
+        reverse("review:insights_run", args=[world.run.pk]): 7,
+        reverse("review:insights_scenario", args=[world.run.scenario_id]): 12,
+        reverse("review:insights"): 12,
         reverse("review:insights_team"): 4,
     }
     for path, plots in pages.items():
@@ -66,5 +67,5 @@ def test_run_page_loads_its_dashboard_and_keeps_it_live(live_server, new_tab):
     # Loaded again on every progress swap, it would be fetched at least four times.
     assert len(progress) >= 4
     assert 1 <= len(fetched) <= 2
-    assert page.locator("#insights-board svg.plot").count() == 6
+    assert page.locator("#insights-board svg.plot").count() == 7
     _assert_clean(tab, response)

@@ -18,14 +18,16 @@ pytestmark = pytest.mark.django_db
 
 # Session, user, reviewer check, the run; the board: done exports, funnel, flags by turn,
 # judge's marks, expert's marks, judged turns, stop reasons, turn usage (warnings, latency,
-# tokens), approved dialogues with pending cost, rolled-up run cost.
-RUN_PAGE_QUERIES = 14
+# tokens), approved dialogues with pending cost, rolled-up run cost; diversity (signatures,
+# vocabulary, topics used, topics listed); variables (definitions, the run's coverage options,
+# one per variable: here one).
+RUN_PAGE_QUERIES = 21
 # Session, user, reviewer check, the scenario, active runs; the board: exports, funnel,
 # dialogues by run, flags by run, flags by turn, the judge (3), turns by model, flags by model,
-# stop reasons, turn usage, approved with pending cost, run cost.
-SCENARIO_PAGE_QUERIES = 19
+# stop reasons, turn usage, approved with pending cost, run cost; diversity 4; variables 2.
+SCENARIO_PAGE_QUERIES = 25
 # The same without the scenario, plus the list of scenarios.
-OVERVIEW_QUERIES = 19
+OVERVIEW_QUERIES = 25
 # Session, user (staff need no group check); backlog count, verdicts per day, verdicts per
 # reviewer, corrections per reviewer, the median durations.
 TEAM_PAGE_QUERIES = 7

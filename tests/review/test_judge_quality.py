@@ -180,8 +180,10 @@ def test_the_run_and_scenario_pages_show_the_figures(
 ):
     from django.urls import reverse
 
+    from tests.review.test_insights_views import RUN_PAGE_QUERIES
+
     run, _ = fixture
-    with django_assert_max_num_queries(14):
+    with django_assert_max_num_queries(RUN_PAGE_QUERIES):
         html = rclient.get(reverse("review:insights_run", args=[run.pk])).content.decode()
     assert "How good is the judge" in html and "Overall (turns)" in html
     assert "precision 75.0%, recall 75.0%" in html

@@ -7,7 +7,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from generation import selectors, services
+from generation import selectors, services, variables
 from generation.models import GenerationRun, Scenario
 
 
@@ -35,6 +35,18 @@ class Command(BaseCommand):
         parser.add_argument("--temperature", type=float, default=None)
         parser.add_argument("--max-in-flight", type=int, default=64)
         parser.add_argument("--seed", type=int, default=None)
+        parser.add_argument(
+            "--balanced",
+            action="store_true",
+            help="Every combination of the scenario's variable values equally often.",
+        )
+        parser.add_argument(
+            "--oversample",
+            action="append",
+            default=[],
+            metavar="VARIABLE=VALUE*N",
+            help="Generate this variable value N times as often (repeatable).",
+        )
         parser.add_argument("--poll", type=float, default=1.0, help=argparse_suppress())
 
     def handle(self, *args, **options) -> None:
@@ -54,6 +66,9 @@ class Command(BaseCommand):
         if options["max_in_flight"] < 1:
             raise CommandError("--max-in-flight must be at least 1.")
         try:
+            oversample = variables.parse_oversample(
+                "\n".join(options["oversample"]), variables.variables_of(scenario.variables)
+            )
             run = services.run_launch(
                 scenario=scenario,
                 count=options["count"],
@@ -61,8 +76,12 @@ class Command(BaseCommand):
                 temperature_override=temperature,
                 max_in_flight=options["max_in_flight"],
                 seed=options["seed"],
+                variable_coverage=GenerationRun.VariableCoverage.BALANCED
+                if options["balanced"]
+                else GenerationRun.VariableCoverage.SAMPLED,
+                oversample=oversample,
             )
-        except services.ScenarioNotReady as exc:
+        except (services.ScenarioNotReady, variables.VariableError) as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"Launched run #{run.pk} ({run.provider} provider).")
         if not options["wait"]:

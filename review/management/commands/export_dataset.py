@@ -54,6 +54,12 @@ class Command(BaseCommand):
             help="Replace emails, phone/card numbers, IBANs and IP addresses with placeholders.",
         )
         parser.add_argument(
+            "--include-near-duplicates",
+            action="store_true",
+            help="Also write approved dialogues marked as near-duplicates of earlier ones "
+            "(left out by default; see manage.py find_duplicates).",
+        )
+        parser.add_argument(
             "--output", required=True, metavar="FILE", help="Where to write; - for stdout."
         )
 
@@ -66,6 +72,7 @@ class Command(BaseCommand):
                 run_ids=tuple(opts["runs"]),
                 scenario=opts["scenario"],
                 since=export.parse_since(opts["since"]) if opts["since"] else None,
+                include_near_duplicates=opts["include_near_duplicates"],
             )
             export.filters_validate(filters)
         except export.ExportError as exc:
@@ -74,9 +81,9 @@ class Command(BaseCommand):
         output = None if to_stdout else Path(opts["output"]).expanduser().absolute()
         if output is not None:
             _check_writable(output)
-        approved, not_approved = export.selection_counts(filters)
-        if approved == 0:
-            raise CommandError(export.empty_message(approved, not_approved))
+        counts = export.selection_breakdown(filters)
+        if counts.approved == 0:
+            raise CommandError(export.empty_message(0, counts.not_approved, counts.near_duplicate))
 
         record = export.dataset_export_create(
             options=options,
@@ -106,6 +113,7 @@ def _summary(record: DatasetExport, output: Path | None) -> str:
         awaiting_review=counts["dialogues_skipped_awaiting_review"],
         rejected=counts["dialogues_skipped_rejected"],
         not_complete=counts["dialogues_skipped_not_complete"],
+        near_duplicate=counts["dialogues_skipped_near_duplicate"],
     )
     lines = [
         f"Exported {counts['dialogues_written']} dialogues ({counts['records']} records, "

@@ -21,6 +21,16 @@ from review.judge.prompt import DEFAULT_RUBRIC
 from review.models import JudgeConfig, Suggestion
 from review.permissions import reviewer_group_setup
 
+# How each example scenario's demo run samples its variables: the tutoring run covers every
+# level equally, the fraud run over-samples its rare customer (the rebalancing a real fraud
+# data set needs).
+DEMO_RUN_OPTIONS = {
+    "trig-tutoring": {"variable_coverage": GenerationRun.VariableCoverage.BALANCED},
+    "card-fraud-report": {
+        "oversample": {"customer": {"an elderly customer who rarely banks online": 5}}
+    },
+}
+
 
 class Command(BaseCommand):
     help = "Load example scenarios, create the demo/demo user and demo runs (idempotent)."
@@ -53,7 +63,11 @@ class Command(BaseCommand):
             with override_settings(OPENAI_BASE_URL="", OPENAI_API_KEY=""):
                 for scenario in scenarios:
                     run = services.run_launch(
-                        scenario=scenario, count=options["dialogues"], created_by=user, seed=0
+                        scenario=scenario,
+                        count=options["dialogues"],
+                        created_by=user,
+                        seed=0,
+                        **DEMO_RUN_OPTIONS.get(scenario.slug, {}),
                     )
                     run.refresh_from_db()
                     marks = Suggestion.objects.filter(turn__dialogue__run=run).count()

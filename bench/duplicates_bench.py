@@ -1,0 +1,274 @@
+"""Near-duplicate benchmark: `find_duplicates --rebuild` over N dialogues x 10 turns on
+PostgreSQL, recall and precision on that corpus, and the check's CPU per completed dialogue
+against the CPU of generating a turn.
+
+    SECRET_KEY=x DATABASE_URL=postgres://postgres@127.0.0.1:5432/dup_bench \\
+        flock /tmp/bench.lock .venv/bin/python bench/duplicates_bench.py \\
+        [--dialogues 100000] [--copies-per-100 5] [--reseed] [--checks 300]
+
+The database is created if missing, migrated and seeded with COPY (reused unless --reseed):
+originals written from five topics' vocabularies (tests/tooling/corpus.py), then copies of
+random originals (exact, one number changed, two turns swapped), completing in that order.
+
+1. `manage.py find_duplicates --rebuild` as its own process: wall time, CPU (user + system,
+   `wait4`) and peak RSS; dialogues per second. Then recall and precision of the marks.
+2. In this process, with the demo provider and no latency: `--checks` dialogues generated
+   (receivers off) for the CPU per turn, then each one checked against the whole index
+   (`review.duplicates.dialogue_check`) for the CPU per check, measured the same way
+   (`time.process_time`, this process only; the database server's CPU is not counted in
+   either). The ratio check / turn is the goal's figure (< 10 %).
+
+Use a database of its own: the seed is large.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "synthreview.settings")
+os.environ.setdefault("DATABASE_POOL_MAX_SIZE", "0")
+
+TURNS = 10
+
+
+def seed(n_dialogues: int, copies_per_100: int) -> None:
+    from django.db import connection, transaction
+    from django.utils import timezone
+    from export_bench import _copy_rows
+
+    from generation.models import Dialogue, GenerationRun, Persona, Scenario, Turn
+    from tests.tooling.corpus import corpus
+
+    copies = n_dialogues * copies_per_100 // 100
+    samples = corpus(originals=n_dialogues - copies, copies=copies, topics=5, turns=TURNS)
+    start = timezone.now() - timedelta(days=30)
+    with transaction.atomic():
+        scenario = Scenario.objects.create(
+            slug="bench-dup",
+            name="Bench duplicates",
+            opening_instruction="Talk about {topic}.",
+            topics=["topic 0"],
+        )
+        personas = [
+            Persona.objects.create(
+                scenario=scenario, position=0, name="Teacher", side="assistant",
+                system_prompt="You teach.",
+            ),
+            Persona.objects.create(
+                scenario=scenario, position=1, name="Student", side="user", opens=True,
+                system_prompt="You learn.",
+            ),
+        ]  # fmt: skip
+        run = GenerationRun.objects.create(
+            scenario=scenario, requested_count=n_dialogues, provider="demo"
+        )
+        with connection.cursor() as django_cursor:
+            cursor = django_cursor.cursor
+            _copy_rows(
+                cursor,
+                Dialogue,
+                (
+                    {
+                        "run_id": run.pk, "scenario_id": scenario.pk, "index": i,
+                        "topic": f"topic {i % 5}", "status": "complete",
+                        "finished_at": start + timedelta(milliseconds=10 * i),
+                    }
+                    for i in range(n_dialogues)
+                ),
+            )  # fmt: skip
+            cursor.execute(
+                "SELECT id FROM generation_dialogue WHERE run_id = %s ORDER BY index", [run.pk]
+            )
+            ids = [row[0] for row in cursor.fetchall()]
+
+            def turns():
+                for dialogue_id, sample in zip(ids, samples, strict=True):
+                    for position, text in enumerate(sample.turns):
+                        persona = personas[1 - position % 2]
+                        yield {
+                            "dialogue_id": dialogue_id, "position": position,
+                            "persona_id": persona.pk, "side": persona.side,
+                            "original_text": text, "text": text,
+                        }  # fmt: skip
+
+            _copy_rows(cursor, Turn, turns())
+            cursor.execute("ANALYZE")
+
+
+def rebuild() -> dict:
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "find_duplicates", "--rebuild"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.monotonic() - started
+    output = process.stdout.read().strip()
+    if status != 0:
+        raise SystemExit(f"find_duplicates failed ({status}): {output}")
+    return {
+        "wall_s": round(wall, 1),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024),
+        "output": output,
+    }
+
+
+def marks(n_dialogues: int, copies_per_100: int) -> dict:
+    """Recall and precision of the marks in the seeded run (its last dialogues are copies)."""
+    from generation.models import Dialogue, GenerationRun
+    from review.models import DialogueSignature
+
+    copies = n_dialogues * copies_per_100 // 100
+    seeded = GenerationRun.objects.filter(scenario__slug="bench-dup").order_by("pk").first()
+    ids = list(Dialogue.objects.filter(run=seeded).order_by("index").values_list("pk", flat=True))
+    copy_ids = set(ids[n_dialogues - copies :])
+    marked = set(
+        DialogueSignature.objects.filter(dialogue_id__in=ids, twin__isnull=False).values_list(
+            "pk", flat=True
+        )
+    )
+    found = len(marked & copy_ids)
+    return {
+        "copies": len(copy_ids),
+        "marked": len(marked),
+        "recall": round(found / len(copy_ids), 4) if copy_ids else None,
+        "precision": round(found / len(marked), 4) if marked else None,
+    }
+
+
+def _generated(checks: int) -> tuple[list[int], float]:
+    """`checks` demo dialogues generated here with no receivers: (ids, CPU ms per turn)."""
+    from unittest import mock
+
+    from django.test.utils import override_settings
+
+    from generation import services
+    from generation.models import Dialogue, Scenario, Turn
+    from generation.signals import dialogue_completed
+    from synthreview.celery import app
+
+    app.conf.task_always_eager = True
+    scenario = Scenario.objects.get(slug="bench-dup")
+    scenario.min_turns = scenario.max_turns = TURNS
+    scenario.end_marker = ""
+    scenario.save()
+    with (
+        override_settings(OPENAI_BASE_URL="", OPENAI_API_KEY=""),
+        mock.patch.object(dialogue_completed, "receivers", []),
+    ):
+        run = services.run_launch(scenario=scenario, count=1, seed=1, max_in_flight=1)
+        ids = [
+            Dialogue.objects.create(run=run, scenario=scenario, index=i + 1, topic="topic 0").pk
+            for i in range(checks)
+        ]
+        cpu = time.process_time()
+        for dialogue_id in ids:
+            services.dialogue_generate(dialogue_id=dialogue_id)
+        generate_cpu = time.process_time() - cpu
+    return ids, 1000 * generate_cpu / Turn.objects.filter(dialogue_id__in=ids).count()
+
+
+def _checks(ids: list[int], *, vocabulary: bool) -> dict:
+    """Each dialogue taken out of the index (not timed), then checked as at completion."""
+    from unittest import mock
+
+    from generation.models import Dialogue
+    from review import duplicates
+    from review.duplicates import index
+
+    for dialogue in Dialogue.objects.filter(pk__in=ids).values("pk", "run_id"):
+        index._unindex(dialogue["pk"], dialogue["run_id"])
+    skip = index._vocabulary_add if vocabulary else lambda counts: None
+    per_check, walls = [], []
+    with mock.patch.object(index, "_vocabulary_add", skip):
+        for dialogue_id in ids:
+            cpu, wall = time.process_time(), time.monotonic()
+            duplicates.dialogue_check(dialogue_id=dialogue_id)
+            per_check.append(time.process_time() - cpu)
+            walls.append(time.monotonic() - wall)
+    return {
+        "cpu_ms": round(1000 * statistics.mean(per_check), 2),
+        "cpu_p95_ms": round(1000 * sorted(per_check)[int(0.95 * len(per_check))], 2),
+        "wall_p50_ms": round(1000 * statistics.median(walls), 2),
+    }
+
+
+def check_cost(checks: int) -> dict:
+    """CPU per generated turn, and per check: of `checks` seeded dialogues (unrelated to
+    almost everything: the usual case) and of the generated ones (the demo provider's generic
+    text: each has hundreds of near-duplicates), with and without the run vocabulary."""
+    from generation.models import Dialogue, GenerationRun
+
+    generated, turn_ms = _generated(checks)
+    seeded_run = GenerationRun.objects.filter(scenario__slug="bench-dup").order_by("pk").first()
+    seeded = list(
+        Dialogue.objects.filter(run=seeded_run).order_by("index").values_list("pk", flat=True)
+    )[:checks]
+    result: dict = {"checks": checks, "cpu_per_turn_ms": round(turn_ms, 2)}
+    for label, ids in (("unique", seeded), ("clustered", generated)):
+        for vocabulary in (True, False):
+            figures = _checks(ids, vocabulary=vocabulary)
+            key = label + ("" if vocabulary else "_without_vocabulary")
+            figures["of_turn_pct"] = round(100 * figures["cpu_ms"] / turn_ms, 1)
+            result[key] = figures
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dialogues", type=int, default=100_000)
+    parser.add_argument("--copies-per-100", type=int, default=5)
+    parser.add_argument("--checks", type=int, default=300)
+    parser.add_argument("--reseed", action="store_true")
+    parser.add_argument(
+        "--skip-rebuild", action="store_true", help="Index only what is missing, then measure."
+    )
+    args = parser.parse_args()
+
+    from export_bench import _database_ensure
+
+    _database_ensure(os.environ["DATABASE_URL"], recreate=args.reseed)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from generation.models import Scenario
+
+    call_command("migrate", verbosity=0)
+    if not Scenario.objects.filter(slug="bench-dup").exists():
+        started = time.monotonic()
+        seed(args.dialogues, args.copies_per_100)
+        print(
+            f"seeded {args.dialogues} dialogues x {TURNS} turns in {time.monotonic() - started:.0f} s"
+        )
+    print("load average", " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    if args.skip_rebuild:
+        from review import duplicates
+
+        print("indexed", duplicates.index_existing(), "missing dialogues")
+    else:
+        result = rebuild()
+        indexed = int(result["output"].split()[1])
+        rate = indexed / result["wall_s"]
+        print(f"find_duplicates --rebuild: {result} -> {rate:.0f} dialogues/s")
+    print("marks:", marks(args.dialogues, args.copies_per_100))
+    print("check cost:", check_cost(args.checks))
+    print("load average", " ".join(f"{x:.2f}" for x in os.getloadavg()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Near-duplicates: signatures, the database index, recall and precision on a known corpus,
+regeneration, the completion signal and the command."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from generation.models import Dialogue, Side, Turn
+from generation.signals import dialogue_completed
+from review import duplicates
+from review.duplicates import signatures
+from review.models import DialogueSignature, RunNgram, SignatureBand
+from tests.factories import RunFactory
+from tests.tooling.corpus import corpus
+
+pytestmark = pytest.mark.django_db
+
+START = timezone.now() - timedelta(days=1)
+
+
+def _dialogue(run, index: int, texts: list[str]) -> Dialogue:
+    dialogue = Dialogue.objects.create(
+        run=run,
+        scenario=run.scenario,
+        index=index,
+        topic="t",
+        status=Dialogue.Status.COMPLETE,
+        finished_at=START + timedelta(seconds=index),
+    )
+    personas = {p.position: p for p in run.scenario.personas.all()}
+    Turn.objects.bulk_create(
+        Turn(
+            dialogue=dialogue,
+            position=i,
+            persona=personas[i % 2],
+            side=personas[i % 2].side,
+            original_text=text,
+            text=text,
+        )
+        for i, text in enumerate(texts)
+    )
+    return dialogue
+
+
+def test_shingles_stay_inside_a_turn_and_ignore_case_and_punctuation():
+    assert signatures.shingles(["One two, THREE four", "five six"]) == [
+        "one two three",
+        "two three four",
+        "five six",
+    ]
+    assert signatures.minhash(["", "  ...  "]) is None
+
+
+def test_swapped_turns_have_the_same_signature_and_a_changed_word_a_close_one():
+    turns = [f"turn {i} has words alpha beta gamma delta {i * 7}" for i in range(6)]
+    swapped = [turns[1], turns[0], *turns[2:]]
+    changed = [*turns[:5], turns[5].replace("35", "36")]
+    base = signatures.minhash(turns)
+    assert signatures.similarity(base, signatures.minhash(swapped)) == 1.0
+    assert 0.7 < signatures.similarity(base, signatures.minhash(changed)) < 1.0
+
+
+def test_band_shape_fits_the_signature_and_rises_around_the_threshold():
+    bands, rows = signatures.band_shape(0.8)
+    assert bands * rows <= signatures.NUM_PERM
+    chance = [1 - (1 - s**rows) ** bands for s in (0.5, 0.8, 0.9)]
+    assert chance[0] < 0.1 < 0.8 < chance[1] < chance[2]
+
+
+def _corpus_run(samples) -> list[Dialogue]:
+    run = RunFactory()
+    return [_dialogue(run, i, sample.turns) for i, sample in enumerate(samples)]
+
+
+def _scores(samples, dialogues) -> tuple[float, float, int]:
+    """(recall, precision, twins pointing at the copied original) from the stored marks."""
+    twins = dict(DialogueSignature.objects.values_list("dialogue_id", "twin_id"))
+    marked = {d.pk for d in dialogues if twins.get(d.pk)}
+    copies = {d.pk for d, s in zip(dialogues, samples, strict=True) if s.copy_of is not None}
+    right_twin = sum(
+        1
+        for d, s in zip(dialogues, samples, strict=True)
+        if s.copy_of is not None and twins.get(d.pk) == dialogues[s.copy_of].pk
+    )
+    recall = len(marked & copies) / len(copies)
+    precision = len(marked & copies) / len(marked) if marked else 1.0
+    return recall, precision, right_twin
+
+
+def test_recall_and_precision_on_a_corpus_with_known_copies():
+    """60 unrelated dialogues on 3 topics, then 30 copies: exact, a number changed, two turns
+    swapped. Checked one by one as they complete, every copy is found with its original as
+    the twin and no original is marked."""
+    samples = corpus(originals=60, copies=30, topics=3, seed=7)
+    dialogues = _corpus_run(samples)
+    for dialogue in dialogues:
+        duplicates.dialogue_check(dialogue_id=dialogue.pk)
+    assert _scores(samples, dialogues) == (1.0, 1.0, 30)
+
+
+def test_checks_in_any_order_and_the_rebuild_mark_the_same_dialogues():
+    """Checked newest first, each copy still ends up marked, with an earlier twin (another
+    copy of its original, if that was checked before the original); the rebuild marks the
+    same dialogues, each with its most similar earlier one."""
+    samples = corpus(originals=30, copies=15, topics=3, seed=3)
+    dialogues = _corpus_run(samples)
+    for dialogue in reversed(dialogues):
+        duplicates.dialogue_check(dialogue_id=dialogue.pk)
+    checked = dict(DialogueSignature.objects.values_list("dialogue_id", "twin_id"))
+    recall, precision, _ = _scores(samples, dialogues)
+    assert (recall, precision) == (1.0, 1.0)
+    assert all(twin < pk for pk, twin in checked.items() if twin)
+    call_command("find_duplicates", "--rebuild", stdout=io.StringIO())
+    rebuilt = dict(DialogueSignature.objects.values_list("dialogue_id", "twin_id"))
+    assert {pk for pk, twin in rebuilt.items() if twin} == {pk for pk, t in checked.items() if t}
+    assert _scores(samples, dialogues) == (1.0, 1.0, 15)
+    assert SignatureBand.objects.count() == 45 * signatures.band_shape(0.8)[0]
+
+
+def test_find_duplicates_indexes_only_what_is_missing(capsys):
+    run = RunFactory()
+    first = _dialogue(run, 0, ["the same words in every copy of this turn", "and a reply here"])
+    _dialogue(run, 1, ["the same words in every copy of this turn", "and a reply here"])
+    duplicates.dialogue_check(dialogue_id=first.pk)
+    call_command("find_duplicates")
+    assert "Indexed 1 dialogues" in capsys.readouterr().out
+    assert DialogueSignature.objects.get(twin__isnull=False).twin_id == first.pk
+
+
+def test_regenerated_twin_frees_its_copy_and_the_copy_finds_another():
+    """A copy whose twin is regenerated into something else is matched again: against a
+    second copy completed earlier than it, or nothing."""
+    run = RunFactory()
+    text = [f"shared turn {i} with several common words and {i * 13}" for i in range(6)]
+    a = _dialogue(run, 0, text)
+    b = _dialogue(run, 1, text)
+    c = _dialogue(run, 2, text)
+    for dialogue in (a, b, c):
+        duplicates.dialogue_check(dialogue_id=dialogue.pk)
+    assert DialogueSignature.objects.get(pk=b.pk).twin_id == a.pk
+    assert DialogueSignature.objects.get(pk=c.pk).twin_id in (a.pk, b.pk)
+    Turn.objects.filter(dialogue=a).update(text="completely different words now appear")
+    Dialogue.objects.filter(pk=a.pk).update(finished_at=START + timedelta(hours=1))
+    duplicates.dialogue_check(dialogue_id=a.pk)
+    marks = dict(DialogueSignature.objects.values_list("dialogue_id", "twin_id"))
+    assert marks == {a.pk: None, b.pk: None, c.pk: b.pk}
+
+
+def test_check_skips_a_dialogue_that_is_not_complete():
+    run = RunFactory()
+    dialogue = _dialogue(run, 0, ["some words here"])
+    Dialogue.objects.filter(pk=dialogue.pk).update(status=Dialogue.Status.PENDING)
+    assert duplicates.dialogue_check(dialogue_id=dialogue.pk) is None
+    assert not DialogueSignature.objects.exists()
+
+
+def test_checking_twice_keeps_one_signature_and_the_run_vocabulary_exact():
+    run = RunFactory()
+    dialogue = _dialogue(run, 0, ["The cat sat.", "Hi there", "the CAT ran", "bye now"])
+    assert run.scenario.personas.get(position=0).side == Side.ASSISTANT
+    duplicates.dialogue_check(dialogue_id=dialogue.pk)
+    duplicates.dialogue_check(dialogue_id=dialogue.pk)
+    signature = DialogueSignature.objects.get()
+    # The assistant's turns: "the cat sat", "the cat ran" (6 words, 4 bigrams); distinct:
+    # the, cat, sat, ran and "the cat", "cat sat", "cat ran".
+    assert (signature.assistant_words, signature.assistant_bigrams) == (6, 4)
+    assert RunNgram.objects.filter(run=run, n=1, dialogues=1).count() == 4
+    assert RunNgram.objects.filter(run=run, n=2, dialogues=1).count() == 3
+    assert RunNgram.objects.count() == 7
+
+
+def test_completion_signal_enqueues_the_check():
+    run = RunFactory()
+    a = _dialogue(run, 0, ["identical words in both dialogues", "and the same answer"])
+    b = _dialogue(run, 1, ["identical words in both dialogues", "and the same answer"])
+    for dialogue in (a, b):  # tasks run inline without a broker
+        dialogue_completed.send(
+            sender=Dialogue, dialogue_id=dialogue.pk, run_id=run.pk, regenerated=False
+        )
+    signature = DialogueSignature.objects.get(pk=b.pk)
+    assert (signature.twin_id, signature.similarity) == (a.pk, 1.0)
+
+
+def test_review_screen_links_the_twin_in_the_same_queries(
+    client, reviewer, django_assert_max_num_queries
+):
+    from tests.review.helpers import url
+    from tests.review.test_queries import DIALOGUE_PAGE_QUERIES
+
+    run = RunFactory()
+    same = ["A question about <b>sines</b>", "An answer with enough words in it"]
+    first, copy = _dialogue(run, 0, same), _dialogue(run, 1, same)
+    for dialogue in (first, copy):
+        duplicates.dialogue_check(dialogue_id=dialogue.pk)
+    Dialogue.objects.filter(pk=copy.pk).update(variables={"level": "<i>beginner</i>"})
+    client.force_login(reviewer)
+    with django_assert_max_num_queries(DIALOGUE_PAGE_QUERIES):
+        page = client.get(url("dialogue", copy)).content.decode()
+    assert (
+        f'Near-duplicate of <a href="/review/dialogues/{first.pk}/">dialogue #{first.pk}</a>'
+        in page
+    )
+    assert "(estimated similarity 100%)" in page
+    assert "level: &lt;i&gt;beginner&lt;/i&gt;" in page
+    assert "Near-duplicate of" not in client.get(url("dialogue", first)).content.decode()
