@@ -7,7 +7,14 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from . import rules
-from .models import GenerationRun, Persona, Scenario, persona_sides_problem
+from .models import (
+    Endpoint,
+    GenerationRun,
+    Persona,
+    Scenario,
+    default_endpoint_id,
+    persona_sides_problem,
+)
 
 
 def _check_template(value: str) -> None:
@@ -89,10 +96,20 @@ class PersonaForm(forms.ModelForm):
             "side",
             "opens",
             "system_prompt",
+            "endpoint",
             "model",
             "temperature",
             "max_tokens",
         ]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["endpoint"].required = False
+        self.fields["endpoint"].empty_label = "default"
+        self.fields["endpoint"].help_text = "Empty: the default endpoint (OPENAI_BASE_URL)."
+
+    def clean_endpoint(self) -> Endpoint:
+        return self.cleaned_data["endpoint"] or Endpoint.objects.get(pk=default_endpoint_id())
 
     def clean_system_prompt(self) -> str:
         value = self.cleaned_data["system_prompt"]
@@ -142,7 +159,15 @@ class LaunchRunForm(forms.Form):
         label="Model override",
         required=False,
         max_length=200,
-        help_text="Empty: each persona's model, else SYNTHREVIEW_LLM_MODEL.",
+        help_text="Empty: each persona's model, else its endpoint's default model.",
+    )
+    endpoint_override = forms.ModelChoiceField(
+        label="Endpoint override",
+        queryset=Endpoint.objects.order_by("name"),
+        required=False,
+        empty_label="Each persona's own endpoint",
+        help_text="Both personas call this endpoint (with the model override, else its default "
+        "model).",
     )
     temperature_override = forms.FloatField(
         label="Temperature override", required=False, min_value=0.0, max_value=2.0
@@ -173,6 +198,22 @@ class LaunchRunForm(forms.Form):
         except ScenarioNotReady as exc:
             raise ValidationError(str(exc)) from None
         return scenario
+
+    def clean(self) -> dict:
+        """Refuses an endpoint whose API key variable is not set, before the run exists."""
+        from .services import EndpointNotReady, endpoints_check
+
+        data = super().clean()
+        if "scenario" in data and "model_override" in data:
+            try:
+                endpoints_check(
+                    scenario=data["scenario"],
+                    endpoint_override=data.get("endpoint_override"),
+                    model_override=data["model_override"],
+                )
+            except EndpointNotReady as exc:
+                raise ValidationError(str(exc)) from None
+        return data
 
     @staticmethod
     def unknown_price_warning(model: str) -> str:

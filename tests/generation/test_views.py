@@ -31,8 +31,8 @@ def test_run_page_shows_progress_failures_and_links(
     run = make_run()
     client.force_login(reviewer)
     # Session, user, the permission check (2), run, dialogue count, progress, failures,
-    # the navigation's reviewer check, dialogues.
-    with django_assert_max_num_queries(10):
+    # the personas with their endpoints, the navigation's reviewer check, dialogues.
+    with django_assert_max_num_queries(11):
         response = client.get(run.get_absolute_url())
     html = response.content.decode()
     assert response.status_code == 200
@@ -50,7 +50,7 @@ def test_htmx_poll_returns_only_the_partial_and_stops_when_finished(
 ):
     run = make_run()
     client.force_login(admin_user)
-    with django_assert_max_num_queries(8):
+    with django_assert_max_num_queries(9):
         response = client.get(run.get_absolute_url(), headers={"HX-Request": "true"})
     html = response.content.decode()
     assert html.lstrip().startswith('<div id="run-live"')

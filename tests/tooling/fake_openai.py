@@ -9,6 +9,13 @@ at a rate or from a scripted sequence:
     without an answer), malformed (invalid JSON), empty (empty content), length
     (finish_reason "length"), 401 (bad key).
 
+Rate-limited mode (`rpm`, `tpm`): each API key gets a requests-per-minute and a
+tokens-per-minute budget, token buckets refilled continuously that hold `burst_seconds` of the
+budget (60: a whole minute, as OpenAI documents). A request is charged its prompt and
+completion tokens (words here) when it arrives; one that does not fit is answered 429 with
+`Retry-After` (the seconds until it would fit). Answers carry OpenAI's `x-ratelimit-limit-*`,
+`x-ratelimit-remaining-*` and `x-ratelimit-reset-*` headers unless `rate_headers` is False.
+
 In tests: `with FakeOpenAI(latency=0.01) as fake: ... fake.url ...` (see the `fake_openai`
 fixture in tests/generation/conftest.py). Standalone, for the benchmark:
 
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import random
@@ -28,67 +36,34 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tests.tooling.fake_ratelimits import KeyBudgets
+
 FAULTS = ("429", "500", "slow", "drop", "malformed", "empty", "length", "401")
 
+# fmt: off
 _WORDS = [
-    "angle",
-    "circle",
-    "ratio",
-    "triangle",
-    "proof",
-    "identity",
-    "radius",
-    "sine",
-    "cosine",
-    "tangent",
-    "graph",
-    "period",
-    "value",
-    "card",
-    "payment",
-    "refund",
-    "agent",
-    "bank",
-    "account",
-    "statement",
-    "merchant",
-    "block",
-    "verify",
-    "limit",
-    "branch",
-    "pressure",
-    "reading",
-    "doctor",
-    "salt",
-    "exercise",
-    "sleep",
-    "tablet",
-    "review",
-    "dose",
-    "week",
-    "morning",
-    "evening",
-    "because",
-    "therefore",
-    "however",
-    "perhaps",
-    "clearly",
-    "exactly",
-    "usually",
-    "rarely",
-    "quickly",
-    "carefully",
+    "angle", "circle", "ratio", "triangle", "proof", "identity", "radius", "sine", "cosine",
+    "tangent", "graph", "period", "value", "card", "payment", "refund", "agent", "bank",
+    "account", "statement", "merchant", "block", "verify", "limit", "branch", "pressure",
+    "reading", "doctor", "salt", "exercise", "sleep", "tablet", "review", "dose", "week",
+    "morning", "evening", "because", "therefore", "however", "perhaps", "clearly", "exactly",
+    "usually", "rarely", "quickly", "carefully",
 ]
+# fmt: on
 
 Reply = Callable[[dict], str]
 
 
-def default_reply(payload: dict) -> str:
+def default_reply(payload: dict, words: int = 24) -> str:
     """Varied, deterministic text: no two turns look alike, so loop detection stays quiet."""
     messages = payload.get("messages") or []
     seed = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).digest()
     rng = random.Random(seed)
-    return " ".join(rng.choice(_WORDS) for _ in range(24)).capitalize() + "."
+    return " ".join(rng.choice(_WORDS) for _ in range(words)).capitalize() + "."
+
+
+def prompt_tokens_of(payload: dict) -> int:
+    return sum(len(str(m.get("content", "")).split()) for m in payload.get("messages", []))
 
 
 @dataclass
@@ -107,6 +82,14 @@ class FakeState:
     faults_served: dict[str, int] = field(default_factory=dict)
     payloads: list[dict] = field(default_factory=list)
     keep_payloads: int = 2000
+    # Rate-limited mode (0: off), per API key.
+    rpm: int = 0
+    tpm: int = 0
+    burst_seconds: float = 60.0
+    rate_headers: bool = True
+    rate_limited: int = 0  # 429s served because a budget was spent
+    completed: int = 0
+    tokens: int = 0
 
 
 class FakeOpenAI:
@@ -116,6 +99,7 @@ class FakeOpenAI:
         self.host, self.port = host, port
         self.state = FakeState(**state)
         self._rng = random.Random(self.state.seed)
+        self.budgets = KeyBudgets()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -135,6 +119,19 @@ class FakeOpenAI:
                 if not hasattr(self.state, key):
                     raise AttributeError(key)
                 setattr(self.state, key, value)
+
+    def _budget(self, key: str, cost: int) -> tuple[float | None, dict[str, str]]:
+        state = self.state
+        if not (state.rpm or state.tpm):
+            return None, {}
+        wait, headers = self.budgets.charge(
+            key, cost, rpm=state.rpm, tpm=state.tpm, burst_seconds=state.burst_seconds,
+            headers=state.rate_headers,
+        )  # fmt: skip
+        if wait is not None:
+            with self._lock:
+                state.rate_limited += 1
+        return wait, headers
 
     def _next_fault(self) -> str | None:
         with self._lock:
@@ -227,7 +224,8 @@ class FakeOpenAI:
                     name, _, value = line.decode("latin-1").partition(":")
                     headers[name.strip().lower()] = value.strip()
                 body = await reader.readexactly(int(headers.get("content-length") or 0))
-                keep = await self._respond(method, path.split("?")[0], body, writer)
+                key = headers.get("authorization", "").removeprefix("Bearer ").strip()
+                keep = await self._respond(method, path.split("?")[0], body, writer, key)
                 if not keep:
                     return
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
@@ -249,7 +247,7 @@ class FakeOpenAI:
         head += [f"{k}: {v}" for k, v in (extra or {}).items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
 
-    async def _respond(self, method: str, path: str, body: bytes, writer) -> bool:
+    async def _respond(self, method: str, path: str, body: bytes, writer, key: str = "") -> bool:
         if method == "GET" and path == "/v1/models":
             data = {"object": "list", "data": [{"id": "fake-model", "object": "model"}]}
             self._write(writer, 200, json.dumps(data).encode())
@@ -263,6 +261,9 @@ class FakeOpenAI:
                     "requests": self.state.requests,
                     "in_flight": self.state.in_flight,
                     "peak_in_flight": self.state.peak_in_flight,
+                    "rate_limited": self.state.rate_limited,
+                    "completed": self.state.completed,
+                    "tokens": self.state.tokens,
                 }
                 if method == "POST":
                     self.state.peak_in_flight = self.state.in_flight
@@ -282,16 +283,27 @@ class FakeOpenAI:
                 state.payloads.append(payload)
         try:
             fault = self._next_fault()
+            text = state.reply(payload) if fault is None or fault == "length" else ""
+            cost = prompt_tokens_of(payload) + len(text.split())
+            wait, limit_headers = self._budget(key, cost)
+            if wait is not None:
+                error = {"error": {"message": "Rate limit reached", "type": "requests"}}
+                limit_headers["Retry-After"] = f"{wait:.3f}"
+                self._write(writer, 429, json.dumps(error).encode(), limit_headers)
+                await writer.drain()
+                return True
             if fault == "slow":
                 await asyncio.sleep(state.slow_seconds)
             elif state.latency:
                 await asyncio.sleep(state.latency)
-            return await self._answer(fault, payload, writer)
+            return await self._answer(fault, payload, writer, text, limit_headers)
         finally:
             with self._lock:
                 state.in_flight -= 1
 
-    async def _answer(self, fault: str | None, payload: dict, writer) -> bool:
+    async def _answer(
+        self, fault: str | None, payload: dict, writer, text: str, headers: dict[str, str]
+    ) -> bool:
         state = self.state
         if fault == "drop":
             writer.transport.abort()
@@ -311,13 +323,11 @@ class FakeOpenAI:
         elif fault == "malformed":
             self._write(writer, 200, b'{"id": "chatcmpl-x", "choices": [{"message": ')
         else:
-            text = "" if fault == "empty" else state.reply(payload)
+            text = "" if fault == "empty" else text
             finish = "stop"
             if fault == "length":
                 text, finish = text[: max(1, len(text) // 2)], "length"
-            prompt_tokens = sum(
-                len(str(m.get("content", "")).split()) for m in payload.get("messages", [])
-            )
+            prompt_tokens = prompt_tokens_of(payload)
             data = {
                 "id": f"chatcmpl-{time.monotonic_ns()}",
                 "object": "chat.completion",
@@ -336,7 +346,10 @@ class FakeOpenAI:
                     "total_tokens": prompt_tokens + len(text.split()),
                 },
             }
-            self._write(writer, 200, json.dumps(data).encode())
+            with self._lock:
+                state.completed += 1
+                state.tokens += prompt_tokens + len(text.split())
+            self._write(writer, 200, json.dumps(data).encode(), headers)
         await writer.drain()
         return True
 
@@ -351,6 +364,11 @@ def main() -> None:
     parser.add_argument("--retry-after", type=float, default=0.1)
     parser.add_argument("--slow-seconds", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rpm", type=int, default=0, help="Requests per minute per key.")
+    parser.add_argument("--tpm", type=int, default=0, help="Tokens per minute per key.")
+    parser.add_argument("--burst-seconds", type=float, default=60.0)
+    parser.add_argument("--no-rate-headers", action="store_true")
+    parser.add_argument("--reply-words", type=int, default=24)
     args = parser.parse_args()
     faults = tuple(f for f in args.faults.split(",") if f)
     unknown = set(faults) - set(FAULTS)
@@ -365,6 +383,11 @@ def main() -> None:
         retry_after=args.retry_after,
         slow_seconds=args.slow_seconds,
         seed=args.seed,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        burst_seconds=args.burst_seconds,
+        rate_headers=not args.no_rate_headers,
+        reply=functools.partial(default_reply, words=args.reply_words),
     )
     server.start()
     print(f"fake OpenAI server on {server.url} (latency {args.latency}s)", flush=True)
