@@ -10,6 +10,7 @@ import re
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.db import models
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
@@ -39,6 +40,7 @@ class EndpointAdmin(admin.ModelAdmin):
         "tokens_per_minute",
     ]
     search_fields = ["name", "base_url", "default_model"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fields = [
         "name",
         "base_url",
