@@ -117,7 +117,11 @@ class Endpoint(models.Model):
 
 def default_endpoint_id() -> int:
     """The default endpoint's id, created on first use (a fresh database has it from its
-    migration; a test database flushed between tests gets it back here)."""
+    migration; a test database flushed between tests gets it back here). Read by id alone, so
+    the migration that adds the persona's endpoint can call it whatever columns come later."""
+    found = Endpoint.objects.filter(name=DEFAULT_ENDPOINT_NAME).values_list("pk", flat=True)
+    for pk in found[:1]:
+        return pk
     endpoint, _ = Endpoint.objects.get_or_create(
         name=DEFAULT_ENDPOINT_NAME, defaults={"api_key_env": "OPENAI_API_KEY"}
     )

@@ -45,8 +45,10 @@ from .gate import KEY_PREFIX as KEY_PREFIX_GATE
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "synthreview:pace"
-# How many seconds of its per-minute budget a bucket holds.
-BURST_SECONDS = 1.0
+# How many seconds of its per-minute budget a bucket holds: less than a provider that
+# enforces its limit per second holds, so the milliseconds between a call's turn here and its
+# arrival there (which differ from call to call) never find the provider's bucket short.
+BURST_SECONDS = 0.5
 # An endpoint with no max_concurrent has no cap until a 429 sets one.
 UNCAPPED = 1_000_000
 # A run's per-endpoint totals outlive the run by this much (the run page shows them).
@@ -251,6 +253,25 @@ class Pacing:
     server_remaining_requests: int | None  # as of the last headers
     server_remaining_tokens: int | None
     in_flight: int
+
+    @property
+    def provider_note(self) -> str:
+        """What the provider's headers said last ("" if nothing)."""
+        limits = [
+            f"{value} {name}/min"
+            for value, name in ((self.learned_requests_per_minute, "requests"),
+                                (self.learned_tokens_per_minute, "tokens"))
+            if value
+        ]  # fmt: skip
+        left = [
+            f"{value} {name}"
+            for value, name in ((self.server_remaining_requests, "requests"),
+                                (self.server_remaining_tokens, "tokens"))
+            if value is not None
+        ]  # fmt: skip
+        parts = ["limits " + ", ".join(limits)] if limits else []
+        parts += [", ".join(left) + " left"] if left else []
+        return "; ".join(parts)
 
 
 def pacing_snapshot(*, limits: Limits, run_id: int) -> Pacing:

@@ -123,16 +123,16 @@ def test_requests_per_minute_queue_calls_evenly(endpoint_id):
 
 @pytest.mark.redis
 def test_tokens_are_reserved_by_estimate_and_reconciled_with_the_usage(endpoint_id):
-    paced = Pacer(endpoint_id, tokens_per_minute=6000)  # 100 a second, a bucket of 100
+    paced = Pacer(endpoint_id, tokens_per_minute=12000)  # 200 a second, a bucket of 100
     first, wait = paced.call(request(max_tokens=80))
     assert wait == 0
-    second, wait = paced.call(request(max_tokens=80))  # 60 short: 0.6 s
-    assert wait == pytest.approx(0.6, abs=0.05)
+    second, wait = paced.call(request(max_tokens=80))  # 60 short: 0.3 s
+    assert wait == pytest.approx(0.3, abs=0.03)
     paced.pacer.after(first, result=ok(20))  # used 20 of 80: 60 back
     paced.pacer.after(second, result=ok(20))
     _, wait = paced.call(request(max_tokens=80))
     # 100 - 80 - 80 + 60 + 60 = 60 left: 20 short of the next 80 (a little refill meanwhile).
-    assert wait == pytest.approx(0.2, abs=0.05)
+    assert wait == pytest.approx(0.1, abs=0.03)
 
 
 @pytest.mark.redis

@@ -124,13 +124,10 @@ class FakeOpenAI:
         state = self.state
         if not (state.rpm or state.tpm):
             return None, {}
-        wait, headers = self.budgets.charge(
-            key, cost, rpm=state.rpm, tpm=state.tpm, burst_seconds=state.burst_seconds,
-            headers=state.rate_headers,
-        )  # fmt: skip
-        if wait is not None:
-            with self._lock:
-                state.rate_limited += 1
+        wait, headers = self.budgets.charge(key, cost, rpm=state.rpm, tpm=state.tpm,
+            burst_seconds=state.burst_seconds, headers=state.rate_headers)  # fmt: skip
+        with self._lock:
+            state.rate_limited += wait is not None
         return wait, headers
 
     def _next_fault(self) -> str | None:
