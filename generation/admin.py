@@ -10,6 +10,7 @@ import re
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.db import models
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
@@ -19,7 +20,79 @@ from django.utils.html import format_html
 
 from . import selectors, services
 from .forms import LaunchRunForm, PersonaForm, PersonaFormSet, ScenarioForm
-from .models import Dialogue, GenerationRun, Persona, Scenario, Turn
+from .llm import endpoint_connection
+from .models import Dialogue, Endpoint, GenerationRun, Persona, Scenario, Turn
+
+
+@admin.register(Endpoint)
+class EndpointAdmin(admin.ModelAdmin):
+    """Endpoints name the environment variable of their key, never the key: nothing here can
+    show one. "Test" lists the endpoint's models with this process's environment."""
+
+    list_display = [
+        "name",
+        "server",
+        "api_key_env",
+        "key_status",
+        "default_model",
+        "max_concurrent",
+        "requests_per_minute",
+        "tokens_per_minute",
+    ]
+    search_fields = ["name", "base_url", "default_model"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    fields = [
+        "name",
+        "base_url",
+        "api_key_env",
+        "default_model",
+        "max_concurrent",
+        "requests_per_minute",
+        "tokens_per_minute",
+    ]
+
+    @admin.display(description="Server")
+    def server(self, obj: Endpoint) -> str:
+        connection = endpoint_connection(obj)
+        if connection.provider == "demo":
+            return "offline demo provider"
+        return connection.base_url or "https://api.openai.com/v1"
+
+    @admin.display(description="Key")
+    def key_status(self, obj: Endpoint) -> str:
+        connection = endpoint_connection(obj)
+        if connection.missing_key:
+            return f"{connection.missing_key} not set"
+        return "set" if connection.api_key else "none needed"
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # The default endpoint stands for the environment settings and is every new persona's.
+        return not (obj is not None and obj.is_default) and super().has_delete_permission(
+            request, obj
+        )
+
+    def get_urls(self):
+        test = path(
+            "<path:object_id>/test/",
+            self.admin_site.admin_view(self.test_view),
+            name="generation_endpoint_test",
+        )
+        return [test, *super().get_urls()]
+
+    def test_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        endpoint = self.get_object(request, object_id)
+        if endpoint is None or not self.has_view_permission(request, endpoint):
+            return redirect("admin:generation_endpoint_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Test endpoint {endpoint.name}",
+            "endpoint": endpoint,
+            "connection": endpoint_connection(endpoint),
+            "test": services.endpoint_test(endpoint=endpoint),
+            "change_url": reverse("admin:generation_endpoint_change", args=[endpoint.pk]),
+        }
+        return TemplateResponse(request, "admin/generation/endpoint/test.html", context)
 
 
 class PersonaInline(admin.StackedInline):
@@ -96,6 +169,7 @@ class GenerationRunAdmin(admin.ModelAdmin):
         "requested_count",
         "provider",
         "model_override",
+        "endpoint_override",
         "temperature_override",
         "max_in_flight",
         "seed",
@@ -141,6 +215,7 @@ class GenerationRunAdmin(admin.ModelAdmin):
                 count=data["count"],
                 created_by=request.user,
                 model_override=data["model_override"],
+                endpoint_override=data["endpoint_override"],
                 temperature_override=data["temperature_override"],
                 max_in_flight=data["max_in_flight"],
                 seed=data["seed"],
@@ -159,6 +234,7 @@ class GenerationRunAdmin(admin.ModelAdmin):
             "opts": self.opts,
             "title": "Launch a generation run",
             "form": form,
+            "plans": selectors.launch_plans(),
             "media": self.media + form.media,
             "has_view_permission": True,
         }

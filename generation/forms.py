@@ -7,7 +7,14 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from . import rules, variables
-from .models import GenerationRun, Persona, Scenario, persona_sides_problem
+from .models import (
+    Endpoint,
+    GenerationRun,
+    Persona,
+    Scenario,
+    default_endpoint_id,
+    persona_sides_problem,
+)
 
 
 def _check_template(value: str, variable_names: list[str] | tuple[str, ...] = ()) -> None:
@@ -115,10 +122,20 @@ class PersonaForm(forms.ModelForm):
             "side",
             "opens",
             "system_prompt",
+            "endpoint",
             "model",
             "temperature",
             "max_tokens",
         ]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["endpoint"].required = False
+        self.fields["endpoint"].empty_label = "default"
+        self.fields["endpoint"].help_text = "Empty: the default endpoint (OPENAI_BASE_URL)."
+
+    def clean_endpoint(self) -> Endpoint:
+        return self.cleaned_data["endpoint"] or Endpoint.objects.get(pk=default_endpoint_id())
 
     def clean_system_prompt(self) -> str:
         value = self.cleaned_data["system_prompt"]
@@ -181,7 +198,15 @@ class LaunchRunForm(forms.Form):
         label="Model override",
         required=False,
         max_length=200,
-        help_text="Empty: each persona's model, else SYNTHREVIEW_LLM_MODEL.",
+        help_text="Empty: each persona's model, else its endpoint's default model.",
+    )
+    endpoint_override = forms.ModelChoiceField(
+        label="Endpoint override",
+        queryset=Endpoint.objects.order_by("name"),
+        required=False,
+        empty_label="Each persona's own endpoint",
+        help_text="Both personas call this endpoint (with the model override, else its default "
+        "model).",
     )
     temperature_override = forms.FloatField(
         label="Temperature override", required=False, min_value=0.0, max_value=2.0
@@ -223,12 +248,32 @@ class LaunchRunForm(forms.Form):
         scenario = data.get("scenario")
         if scenario is None:
             return data
+        self._check_endpoints(data)
+        self._check_variables(data, scenario)
+        return data
+
+    def _check_endpoints(self, data: dict) -> None:
+        """Refuses an endpoint whose API key variable is not set, before the run exists."""
+        from .services import EndpointNotReady, endpoints_check
+
+        if "model_override" not in data:
+            return
+        try:
+            endpoints_check(
+                scenario=data["scenario"],
+                endpoint_override=data.get("endpoint_override"),
+                model_override=data["model_override"],
+            )
+        except EndpointNotReady as exc:
+            self.add_error(None, str(exc))
+
+    def _check_variables(self, data: dict, scenario: Scenario) -> None:
         defined = variables.variables_of(scenario.variables)
         try:
             data["oversample"] = variables.parse_oversample(data.get("oversample", ""), defined)
         except variables.VariableError as exc:
             self.add_error("oversample", str(exc))
-            return data
+            return
         balanced = data.get("variable_coverage") == GenerationRun.VariableCoverage.BALANCED
         if balanced and not defined:
             self.add_error("variable_coverage", f"{scenario} has no variables to balance.")
@@ -238,7 +283,6 @@ class LaunchRunForm(forms.Form):
                 f"Balanced coverage needs at most {variables.MAX_COMBINATIONS} combinations; "
                 f"{scenario}'s variables have {variables.combinations(defined)}.",
             )
-        return data
 
     def clean_scenario(self) -> Scenario:
         from .services import ScenarioNotReady, scenario_check_ready

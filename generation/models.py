@@ -6,7 +6,7 @@ from collections.abc import Collection
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
@@ -36,6 +36,96 @@ def persona_sides_problem(sides: Collection[str]) -> str:
         f"One persona must be on the user side and the other on the assistant side ({found}): "
         "training data needs a user message and an assistant reply."
     )
+
+
+DEFAULT_ENDPOINT_NAME = "default"
+
+env_var_name = RegexValidator(
+    r"^[A-Za-z_][A-Za-z0-9_]*$",
+    "An environment variable name: letters, digits and underscores, not starting with a digit.",
+)
+
+
+class Endpoint(models.Model):
+    """An OpenAI-compatible server personas (and judges) call, and the limits it is paced to.
+
+    The API key is never stored: `api_key_env` names the environment variable that holds it,
+    read by the web process at launch (to refuse a missing one) and by the workers per call.
+    The endpoint named "default" stands for today's environment settings: an empty base URL
+    means `OPENAI_BASE_URL`, and an endpoint with neither a base URL nor a key is served by the
+    offline demo provider.
+    """
+
+    name = models.SlugField(max_length=100, unique=True)
+    base_url = models.URLField(
+        blank=True,
+        help_text="e.g. https://api.openai.com/v1 or http://gpu-host:8000/v1. "
+        "Empty: OPENAI_BASE_URL (and with no key either: the offline demo provider).",
+    )
+    api_key_env = models.CharField(
+        "API key variable",
+        max_length=100,
+        blank=True,
+        validators=[env_var_name],
+        help_text="Name of the environment variable holding the key (the key itself is never "
+        "stored or shown). Empty: the server needs no key.",
+    )
+    default_model = models.CharField(
+        max_length=200, blank=True, help_text="Empty: SYNTHREVIEW_LLM_MODEL."
+    )
+    max_concurrent = models.PositiveIntegerField(
+        "max concurrent requests",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(100_000)],
+        help_text="Across every run and worker. Empty: only each run's own cap.",
+    )
+    requests_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(100_000_000)],
+        help_text="Empty: learned from the server's x-ratelimit-* headers, if it sends them.",
+    )
+    tokens_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(2_000_000_000)],
+        help_text="Prompt and completion tokens. Empty: learned from the headers, if any.",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_default(self) -> bool:
+        return self.name == DEFAULT_ENDPOINT_NAME
+
+    def limits_text(self) -> str:
+        """The configured limits, for launch pages and the admin."""
+        parts = [
+            f"{self.max_concurrent} concurrent" if self.max_concurrent else "",
+            f"{self.requests_per_minute:,} requests/min" if self.requests_per_minute else "",
+            f"{self.tokens_per_minute:,} tokens/min" if self.tokens_per_minute else "",
+        ]
+        return ", ".join(p for p in parts if p) or "no limits set (headers followed if sent)"
+
+
+def default_endpoint_id() -> int:
+    """The default endpoint's id, created on first use (a fresh database has it from its
+    migration; a test database flushed between tests gets it back here). Read by id alone, so
+    the migration that adds the persona's endpoint can call it whatever columns come later."""
+    found = Endpoint.objects.filter(name=DEFAULT_ENDPOINT_NAME).values_list("pk", flat=True)
+    for pk in found[:1]:
+        return pk
+    endpoint, _ = Endpoint.objects.get_or_create(
+        name=DEFAULT_ENDPOINT_NAME, defaults={"api_key_env": "OPENAI_API_KEY"}
+    )
+    return endpoint.pk
 
 
 class Scenario(models.Model):
@@ -98,8 +188,17 @@ class Persona(models.Model):
     name = models.CharField(max_length=100)
     side = models.CharField(max_length=10, choices=Side.choices)
     system_prompt = models.TextField()
+    endpoint = models.ForeignKey(
+        Endpoint,
+        on_delete=models.PROTECT,
+        related_name="personas",
+        default=default_endpoint_id,
+        help_text="The server this persona's turns come from.",
+    )
     model = models.CharField(
-        max_length=200, blank=True, help_text="Empty: SYNTHREVIEW_LLM_MODEL or the run's override."
+        max_length=200,
+        blank=True,
+        help_text="Empty: the endpoint's default model, else SYNTHREVIEW_LLM_MODEL.",
     )
     temperature = models.FloatField(
         default=0.7, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)]
@@ -145,6 +244,14 @@ class GenerationRun(models.Model):
     )
     provider = models.CharField(max_length=20, help_text="demo or openai, fixed at launch.")
     model_override = models.CharField(max_length=200, blank=True)
+    endpoint_override = models.ForeignKey(
+        Endpoint,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Both personas call this endpoint instead of their own.",
+    )
     temperature_override = models.FloatField(
         null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)]
     )

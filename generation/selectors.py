@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.utils import timezone
 
-from .models import Dialogue, GenerationRun
+from .engine import dispatch, pacing
+from .engine.endpoints import call_target
+from .llm import Connection, endpoint_connection
+from .models import Dialogue, Endpoint, GenerationRun, Persona, Scenario
 
 
 def run_list() -> QuerySet[GenerationRun]:
@@ -17,7 +20,9 @@ def run_list() -> QuerySet[GenerationRun]:
 
 
 def run_get(*, pk: int) -> GenerationRun:
-    return GenerationRun.objects.select_related("scenario", "created_by").get(pk=pk)
+    return GenerationRun.objects.select_related("scenario", "created_by", "endpoint_override").get(
+        pk=pk
+    )
 
 
 def run_dialogues(*, run: GenerationRun) -> QuerySet[Dialogue]:
@@ -102,3 +107,81 @@ def run_progress(*, run: GenerationRun) -> RunProgress:
         cost_usd=cost_usd,
         **counts,
     )
+
+
+@dataclass
+class EndpointUse:
+    """One endpoint a run calls, who calls it with which model, and how it resolves here."""
+
+    endpoint: Endpoint
+    connection: Connection
+    callers: list[tuple[str, str]] = field(default_factory=list)  # (persona name, model)
+
+
+def endpoint_uses(
+    *,
+    scenario: Scenario,
+    endpoint_override: Endpoint | None = None,
+    model_override: str = "",
+    personas: list[Persona] | None = None,
+) -> list[EndpointUse]:
+    """The endpoints a run of `scenario` calls, in persona order (`personas`: already loaded,
+    with their endpoints)."""
+    run = GenerationRun(
+        scenario=scenario, endpoint_override=endpoint_override, model_override=model_override
+    )
+    if personas is None:
+        personas = list(scenario.personas.select_related("endpoint").order_by("position"))
+    uses: dict[int, EndpointUse] = {}
+    for persona in personas:
+        endpoint, model = call_target(run=run, persona=persona)
+        use = uses.get(endpoint.pk)
+        if use is None:
+            use = uses[endpoint.pk] = EndpointUse(endpoint, endpoint_connection(endpoint))
+        use.callers.append((persona.name, model))
+    return list(uses.values())
+
+
+def launch_plans() -> list[tuple[Scenario, list[EndpointUse]]]:
+    """Every scenario with the endpoints its runs call (the launch form's table; two queries)."""
+    personas = Persona.objects.select_related("endpoint").order_by("position")
+    scenarios = Scenario.objects.order_by("name").prefetch_related(
+        Prefetch("personas", queryset=personas)
+    )
+    return [
+        (scenario, endpoint_uses(scenario=scenario, personas=list(scenario.personas.all())))
+        for scenario in scenarios
+    ]
+
+
+def run_endpoint_uses(*, run: GenerationRun) -> list[EndpointUse]:
+    """The endpoints a run calls, as it was launched (its overrides)."""
+    return endpoint_uses(
+        scenario=run.scenario,
+        endpoint_override=run.endpoint_override,
+        model_override=run.model_override,
+    )
+
+
+@dataclass(frozen=True)
+class EndpointPacing:
+    """A run's endpoint on the run page: who calls it, its limits, and live pacing (None
+    without the Redis broker, which holds it)."""
+
+    use: EndpointUse
+    pacing: pacing.Pacing | None
+
+
+def run_endpoint_pacing(*, run: GenerationRun) -> list[EndpointPacing]:
+    """Each endpoint the run calls with this run's requests and tokens in the last minute,
+    its 429s and the pacing in force now (one query, one Redis round trip per endpoint)."""
+    live = dispatch.requests_gated() and run.provider != "demo"
+    return [
+        EndpointPacing(
+            use=use,
+            pacing=pacing.pacing_snapshot(limits=pacing.Limits.of(use.endpoint), run_id=run.pk)
+            if live and use.connection.provider != "demo"
+            else None,
+        )
+        for use in run_endpoint_uses(run=run)
+    ]

@@ -60,6 +60,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "run": run,
         "progress": selectors.run_progress(run=run),
         "failures": selectors.run_failure_reasons(run=run),
+        "endpoints": selectors.run_endpoint_pacing(run=run),
         "dialogues": dialogues,
     }
     template = "generation/run_detail.html"

@@ -60,17 +60,23 @@ class RequestGate:
     def __init__(
         self,
         *,
-        run_id: int,
+        run_id: int | str,
         limit: int,
         url: str,
         hold_seconds: float,
         poll_seconds: float = POLL_SECONDS,
+        cap_key: str = "",
     ) -> None:
+        """`run_id` names the slots (an endpoint's are "endpoint:<id>"); `cap_key`, a hash whose
+        `cap` field lowers `limit` while it is set (an endpoint's concurrency after 429s)."""
         self.limit = limit
         self.poll_seconds = poll_seconds
-        self._redis, self._acquire, self._release = _connection(url)
+        self._redis, self._acquire, self._release = redis_scripts(url)
         base = f"{KEY_PREFIX}:{run_id}"
         self._keys = [f"{base}:holders", f"{base}:waiters", f"{base}:waiting"]
+        self.holders_key = self._keys[0]
+        if cap_key:
+            self._keys.append(cap_key)
         self._wake_prefix = f"{base}:wake:"
         self._hold_ms = max(1, int(hold_seconds * 1000))
         self._wait_ms = max(1, int(poll_seconds * WAITER_TTL_POLLS * 1000))
@@ -116,7 +122,7 @@ _connections: dict[str, tuple] = {}
 _connections_lock = threading.Lock()
 
 
-def _connection(url: str) -> tuple:
+def redis_scripts(url: str) -> tuple:
     """(client, acquire script, release script): one connection pool per process and URL.
 
     redis-py resets a pool inherited by a forked child; the scripts go out as EVALSHA, loaded

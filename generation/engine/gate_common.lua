@@ -1,8 +1,14 @@
 -- Shared head of the request gate's scripts (generation/engine/gate.py).
--- KEYS: holders (holder -> expiry ms), waiters (holder -> arrival ms), waiting (holder -> expiry ms).
+-- KEYS: holders (holder -> expiry ms), waiters (holder -> arrival ms), waiting (holder -> expiry ms),
+-- and optionally an endpoint's pacing state, whose `cap` field (the concurrency learned after
+-- 429s, generation/engine/pacing.py) lowers the limit.
 -- ARGV: limit, the caller's holder token, hold ms, wait ms, prefix of the waiters' wake-up lists.
 local holders, waiters, waiting = KEYS[1], KEYS[2], KEYS[3]
 local limit, token = tonumber(ARGV[1]), ARGV[2]
+if KEYS[4] then
+    local cap = tonumber(redis.call('HGET', KEYS[4], 'cap'))
+    if cap then limit = math.min(limit, math.max(1, math.floor(cap))) end
+end
 local hold_ms, wait_ms, wake_prefix = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.utils import timezone
 
 from generation import rules
-from generation.llm import ChatRequest, PermanentLLMError, complete_with_retries, get_client
-from generation.llm.retry import Aborted, Outcome
+from generation.llm import ChatRequest, PermanentLLMError
+from generation.llm.retry import Aborted
 from generation.models import Dialogue, GenerationRun, Persona, Turn
 
 from . import dispatch, gate, statements
+from .endpoints import EndpointOutcome, call_target, endpoint_complete
 from .finish import Finished, dialogue_complete, dialogue_fail, run_finalize
 from .leases import (
     connection_release,
@@ -93,7 +93,6 @@ def _generate_turns(
     if isinstance(cast, str):
         return dialogue_fail(dialogue=dialogue, owner=owner, reason=cast)
     scenario = dialogue.scenario
-    client = get_client(dialogue.run.provider)
     slots = None
     if dispatch.requests_gated():
         slots = gate.request_gate(run_id=dialogue.run_id, limit=dialogue.run.max_in_flight)
@@ -104,13 +103,17 @@ def _generate_turns(
         if position >= scenario.max_turns:
             return dialogue_complete(dialogue=dialogue, owner=owner, reason="turn limit reached")
         speaker, partner = cast.next_speaker(turns)
-        request = _request(
-            dialogue=dialogue, cast=cast, speaker=speaker, partner=partner, turns=turns
-        )
+        endpoint, model = call_target(run=dialogue.run, persona=speaker)
+        request = _request(dialogue=dialogue, cast=cast, speaker=speaker, partner=partner,
+                           turns=turns, model=model)  # fmt: skip
         connection_release()
         try:
-            outcome = complete_with_retries(
-                client, request, before_attempt=_still_ours(dialogue_id, owner), slots=slots
+            outcome = endpoint_complete(
+                endpoint=endpoint,
+                request=request,
+                run=dialogue.run,
+                before_attempt=_still_ours(dialogue_id, owner),
+                slots=slots,
             )
         except Aborted:  # cancelled, regenerated or taken over: whoever changed it owns it now
             usage_rollup(dialogue_id=dialogue_id)
@@ -120,8 +123,7 @@ def _generate_turns(
         verdict = _assess(dialogue=dialogue, outcome=outcome, speaker=speaker, partner=partner,
                           turns=turns)  # fmt: skip
         turn = _turn(dialogue_id, position, speaker, outcome, verdict)
-        usage = Usage.priced(model=outcome.result.model, prompt_tokens=turn.prompt_tokens,
-                             completion_tokens=turn.completion_tokens)  # fmt: skip
+        usage = outcome.usage
         if verdict.stop_reason:
             finished = _dialogue_end(dialogue=dialogue, owner=owner, verdict=verdict, turn=turn,
                                      usage=usage)  # fmt: skip
@@ -154,9 +156,14 @@ def _dialogue_end(
 def dialogue_load(*, dialogue_id: int) -> tuple[Dialogue, dict[int, Persona], list[tuple]]:
     """The dialogue with its run and scenario, the personas by position, and the live turns
     as (speaker position, text) in order."""
-    dialogue = Dialogue.objects.select_related("run", "scenario").get(pk=dialogue_id)
+    dialogue = Dialogue.objects.select_related("run__endpoint_override", "scenario").get(
+        pk=dialogue_id
+    )
     personas = {
-        p.position: p for p in Persona.objects.filter(scenario_id=dialogue.scenario_id).order_by()
+        p.position: p
+        for p in Persona.objects.filter(scenario_id=dialogue.scenario_id)
+        .select_related("endpoint")
+        .order_by()
     }
     past = list(
         Turn.objects.filter(dialogue_id=dialogue_id, discarded_at__isnull=True)
@@ -205,6 +212,7 @@ def _request(
     speaker: Persona,
     partner: Persona,
     turns: list[rules.PastTurn],
+    model: str,
 ) -> ChatRequest:
     """The call for the next turn, the conversation as `speaker` sees it.
 
@@ -219,7 +227,7 @@ def _request(
     )
     temperature = run.temperature_override
     return ChatRequest(
-        model=run.model_override or speaker.model or settings.SYNTHREVIEW_LLM_MODEL,
+        model=model,
         messages=messages,
         temperature=speaker.temperature if temperature is None else temperature,
         max_tokens=speaker.max_tokens,
@@ -258,7 +266,7 @@ def _still_ours(dialogue_id: int, owner: str):
 def _assess(
     *,
     dialogue: Dialogue,
-    outcome: Outcome,
+    outcome: EndpointOutcome,
     speaker: Persona,
     partner: Persona,
     turns: list[rules.PastTurn],
@@ -278,7 +286,11 @@ def _assess(
 
 
 def _turn(
-    dialogue_id: int, position: int, speaker: Persona, outcome: Outcome, verdict: rules.Verdict
+    dialogue_id: int,
+    position: int,
+    speaker: Persona,
+    outcome: EndpointOutcome,
+    verdict: rules.Verdict,
 ) -> Turn:
     result = outcome.result
     return Turn(

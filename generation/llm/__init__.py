@@ -14,18 +14,30 @@ from .base import (
     PermanentLLMError,
     TransientLLMError,
 )
-from .factory import current_provider, get_client
+from .factory import (
+    Connection,
+    current_provider,
+    endpoint_client,
+    endpoint_connection,
+    get_client,
+)
+from .ratelimits import RateLimits, parse_rate_limits
 from .retry import RetryPolicy, complete_with_retries
 
 __all__ = [
     "ChatRequest",
     "ChatResult",
+    "Connection",
     "LLMClient",
     "LLMError",
     "PermanentLLMError",
+    "RateLimits",
     "RetryPolicy",
     "TransientLLMError",
     "complete_with_retries",
     "current_provider",
+    "endpoint_client",
+    "endpoint_connection",
     "get_client",
+    "parse_rate_limits",
 ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .ratelimits import RateLimits
+
 
 @dataclass(frozen=True)
 class ChatRequest:
@@ -31,21 +33,38 @@ class ChatResult:
     completion_tokens: int
     finish_reason: str
     latency_ms: int = 0
+    # The server's x-ratelimit-* headers, when it sent any (read by the endpoint pacing).
+    rate_limits: RateLimits | None = None
 
 
 class LLMError(Exception):
-    """A call that produced no usable result. `reason` is written for an admin to read."""
+    """A call that produced no usable result. `reason` is written for an admin to read.
 
-    def __init__(self, reason: str) -> None:
+    `status` is the HTTP status when the server answered, `rate_limits` its x-ratelimit-*
+    headers if it sent any: the endpoint pacing learns from both.
+    """
+
+    def __init__(
+        self, reason: str, *, status: int | None = None, rate_limits: RateLimits | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.status = status
+        self.rate_limits = rate_limits
 
 
 class TransientLLMError(LLMError):
     """Worth retrying: rate limits, 5xx, timeouts, dropped connections, malformed bodies."""
 
-    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
-        super().__init__(reason)
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        rate_limits: RateLimits | None = None,
+    ) -> None:
+        super().__init__(reason, status=status, rate_limits=rate_limits)
         self.retry_after = retry_after
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import email.utils
 import threading
 import time
+from dataclasses import replace
 
 import httpx2
 import openai
 
 from .base import ChatRequest, ChatResult, PermanentLLMError, TransientLLMError
+from .ratelimits import parse_rate_limits
 from .transport import PoolTransport
 
 # Local servers (vLLM, Ollama, llama.cpp) accept any key, but the SDK refuses to start without one.
@@ -91,12 +93,29 @@ class OpenAIClient:
             raise TransientLLMError(f"connection error: {exc.__cause__ or exc}") from exc
         except openai.APIStatusError as exc:
             reason = _describe_status(exc)
-            if exc.status_code in PERMANENT_STATUSES:
-                raise PermanentLLMError(reason) from exc
-            raise TransientLLMError(reason, retry_after=_retry_after(exc.response.headers)) from exc
+            headers = exc.response.headers
+            status, limits = exc.status_code, parse_rate_limits(headers)
+            if status in PERMANENT_STATUSES:
+                raise PermanentLLMError(reason, status=status, rate_limits=limits) from exc
+            raise TransientLLMError(
+                reason, retry_after=_retry_after(headers), status=status, rate_limits=limits
+            ) from exc
         except (openai.APIResponseValidationError, ValueError) as exc:
             raise TransientLLMError(f"malformed response: {exc}"[:500]) from exc
-        return _to_result(payload, request.model)
+        result = _to_result(payload, request.model)
+        return replace(result, rate_limits=parse_rate_limits(response.headers))
+
+    def list_models(self) -> list[str]:
+        """The ids `GET /models` lists (the admin's endpoint test); LLMError says why not."""
+        try:
+            page = self._client.models.list()
+            return sorted(str(model.id) for model in page.data)
+        except openai.APIStatusError as exc:
+            raise PermanentLLMError(_describe_status(exc), status=exc.status_code) from exc
+        except openai.APIConnectionError as exc:
+            raise TransientLLMError(f"connection error: {exc.__cause__ or exc}") from exc
+        except (openai.APIResponseValidationError, ValueError, TypeError) as exc:
+            raise TransientLLMError(f"malformed response: {exc}"[:500]) from exc
 
 
 def _to_result(payload: object, requested_model: str) -> ChatResult:

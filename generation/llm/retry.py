@@ -16,9 +16,20 @@ from typing import Protocol
 
 from django.conf import settings
 
-from .base import ChatRequest, ChatResult, LLMClient, PermanentLLMError, TransientLLMError
+from .base import (
+    ChatRequest,
+    ChatResult,
+    LLMClient,
+    LLMError,
+    PermanentLLMError,
+    TransientLLMError,
+)
 
 log = logging.getLogger(__name__)
+
+# A Retry-After longer than this fails the call instead of parking a worker thread for hours
+# (a bogus header); anything shorter is waited out in full.
+RETRY_AFTER_CEILING_SECONDS = 600.0
 
 # Shared by every thread: seeding a Random per call reads os.urandom, on the path of every turn.
 _jitter = random.Random()
@@ -44,9 +55,8 @@ class RetryPolicy:
         # Full jitter spreads the retries of many threads hit by the same 429 burst.
         backoff = rng.uniform(ceiling / 2, ceiling)
         if retry_after is not None:
-            # The server said when: wait at least that long (capped, a bogus header must not
-            # park a worker thread for an hour).
-            return max(backoff, min(retry_after, self.max_seconds))
+            # The server said when: never call it back sooner.
+            return max(backoff, retry_after)
         return backoff
 
 
@@ -66,6 +76,19 @@ class RequestSlots(Protocol):
     def release(self, holder: str) -> None: ...
 
 
+class Pacer(Protocol):
+    """Paces calls to one endpoint (generation.engine.pacing): `before` waits for the call's
+    turn and returns a ticket (None: `keep_waiting` said stop); `after` reports how it went."""
+
+    def before(
+        self, request: ChatRequest, *, keep_waiting: Callable[[], bool]
+    ) -> object | None: ...
+
+    def after(
+        self, ticket: object, *, result: ChatResult | None = None, error: LLMError | None = None
+    ) -> None: ...
+
+
 @dataclass
 class Outcome:
     result: ChatResult
@@ -79,6 +102,7 @@ def complete_with_retries(
     policy: RetryPolicy | None = None,
     before_attempt: Callable[[], bool] = lambda: True,
     slots: RequestSlots | None = None,
+    pacer: Pacer | None = None,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
 ) -> Outcome:
@@ -88,6 +112,9 @@ def complete_with_retries(
 
     With `slots`, each attempt holds a slot only for the call itself: never while backing off.
     While it waits for one, `before_attempt` is asked again (every poll) whether to go on.
+    With `pacer`, each attempt (holding its slot) then waits for its turn at the endpoint's
+    limits, and reports its outcome back. A Retry-After is always waited out in full (over
+    RETRY_AFTER_CEILING_SECONDS the call fails instead).
     """
     policy = policy or RetryPolicy.from_settings()
     rng = rng or _jitter
@@ -96,7 +123,9 @@ def complete_with_retries(
         if not before_attempt():
             raise Aborted()
         try:
-            result = _attempt(client, request, slots=slots, keep_waiting=before_attempt)
+            result = _attempt(
+                client, request, slots=slots, pacer=pacer, keep_waiting=before_attempt
+            )
             if not result.text.strip():
                 # Nothing for the next persona to answer: another try usually writes something.
                 raise TransientLLMError("empty reply")
@@ -107,6 +136,11 @@ def complete_with_retries(
                 attempts = retry + 1
                 raise RetriesExhausted(
                     f"gave up after {attempts} attempt{'s' if attempts != 1 else ''}: {exc.reason}"
+                ) from exc
+            if exc.retry_after is not None and exc.retry_after > RETRY_AFTER_CEILING_SECONDS:
+                raise RetriesExhausted(
+                    f"the server asked to wait {exc.retry_after:.0f} s before retrying "
+                    f"(more than {RETRY_AFTER_CEILING_SECONDS:.0f} s): {exc.reason}"
                 ) from exc
             retry += 1
             wait = policy.delay(retry, exc.retry_after, rng)
@@ -121,18 +155,31 @@ def _attempt(
     request: ChatRequest,
     *,
     slots: RequestSlots | None,
+    pacer: Pacer | None,
     keep_waiting: Callable[[], bool],
 ) -> ChatResult:
-    """One call, holding a slot for exactly its duration; the latency excludes the wait."""
+    """One call, holding a slot for exactly its duration; the latency excludes the waits."""
     holder = None
     if slots is not None:
         holder = slots.acquire(keep_waiting=keep_waiting)
         if holder is None:
             raise Aborted()
-    started = time.monotonic()
     try:
-        result = client.complete(request)
+        ticket = None
+        if pacer is not None:
+            ticket = pacer.before(request, keep_waiting=keep_waiting)
+            if ticket is None:
+                raise Aborted()
+        started = time.monotonic()
+        try:
+            result = client.complete(request)
+        except LLMError as exc:
+            if ticket is not None:
+                pacer.after(ticket, error=exc)
+            raise
         latency_ms = int((time.monotonic() - started) * 1000)
+        if ticket is not None:
+            pacer.after(ticket, result=result)
     finally:
         if holder is not None:
             slots.release(holder)

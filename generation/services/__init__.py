@@ -12,6 +12,14 @@ from generation.engine.loop import dialogue_generate
 from generation.engine.sweep import dialogues_sweep
 
 from .dialogues import GenerationBusy, dialogue_regenerate_from
+from .endpoints import (
+    EndpointNotReady,
+    EndpointTest,
+    EndpointUse,
+    endpoint_by_name,
+    endpoint_test,
+    endpoints_check,
+)
 from .runs import run_cancel, run_launch
 from .scenarios import (
     ScenarioNotReady,
@@ -22,11 +30,17 @@ from .scenarios import (
 
 __all__ = [
     "OPEN_STATUSES",
+    "EndpointNotReady",
+    "EndpointTest",
+    "EndpointUse",
     "GenerationBusy",
     "ScenarioNotReady",
     "dialogue_generate",
     "dialogue_regenerate_from",
     "dialogues_sweep",
+    "endpoint_by_name",
+    "endpoint_test",
+    "endpoints_check",
     "requests_gated",
     "run_cancel",
     "run_dispatch",

@@ -10,9 +10,9 @@ from django.utils import timezone
 from generation import variables
 from generation.engine.dispatch import run_dispatch
 from generation.engine.leases import OPEN_STATUSES
-from generation.llm import current_provider
-from generation.models import Dialogue, GenerationRun, Scenario
+from generation.models import Dialogue, Endpoint, GenerationRun, Scenario
 
+from .endpoints import endpoints_check
 from .scenarios import scenario_check_ready, scenario_pick_topics
 
 
@@ -22,6 +22,7 @@ def run_launch(
     count: int,
     created_by=None,
     model_override: str = "",
+    endpoint_override: Endpoint | None = None,
     temperature_override: float | None = None,
     max_in_flight: int = 64,
     seed: int | None = None,
@@ -32,15 +33,23 @@ def run_launch(
     """Create the run and its dialogues, each with its topic and its scenario variables'
     values; the first window's tasks are enqueued once this commits (`run_dispatch`).
 
-    VariableError (a ValueError) when balanced coverage has too many combinations.
-    `background`: without a broker, generate on a thread of this process and return at once
-    (a launch from the browser); with a broker the workers generate either way.
+    Refuses (ScenarioNotReady, EndpointNotReady) a scenario without its personas, or an
+    endpoint whose key variable is not set here. The run is on the demo provider when every
+    endpoint it calls is, and stays on it. VariableError (a ValueError) when balanced coverage
+    has too many combinations. `background`: without a broker, generate on a thread of this
+    process and return at once (a launch from the browser); with a broker the workers
+    generate either way.
     """
     scenario_check_ready(scenario=scenario)
     if count < 1:
         raise ValueError("count must be at least 1")
     if variable_coverage not in GenerationRun.VariableCoverage.values:
         raise ValueError(f"Unknown variable coverage {variable_coverage!r}.")
+    model_override = model_override.strip()
+    uses = endpoints_check(
+        scenario=scenario, endpoint_override=endpoint_override, model_override=model_override
+    )
+    demo = all(use.connection.provider == "demo" for use in uses)
     seed = random.randrange(2**31) if seed is None else seed
     values = variables.sample(
         variables.variables_of(scenario.variables),
@@ -53,8 +62,9 @@ def run_launch(
         run = GenerationRun.objects.create(
             scenario=scenario,
             requested_count=count,
-            provider=current_provider(),
-            model_override=model_override.strip(),
+            provider="demo" if demo else "openai",
+            model_override=model_override,
+            endpoint_override=endpoint_override,
             temperature_override=temperature_override,
             max_in_flight=max_in_flight,
             seed=seed,

@@ -22,7 +22,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from generation import services, tasks
-from generation.engine import dispatch, finish, gate, leases, loop, sweep, usage
+from generation.engine import dispatch, endpoints, finish, gate, leases, loop, sweep, usage
 from generation.llm import get_client
 from generation.models import Dialogue, GenerationRun, Turn
 from generation.signals import dialogue_completed
@@ -375,7 +375,7 @@ def test_a_dialogue_cancelled_during_the_llm_call_saves_no_more_turns(scenario):
             services.run_cancel(run=run)
             return demo.complete(request)
 
-    with mock.patch.object(loop, "get_client", return_value=CancellingClient()):
+    with mock.patch.object(endpoints, "DemoClient", return_value=CancellingClient()):
         services.dialogue_generate(dialogue_id=dialogue.pk)
     dialogue.refresh_from_db()
     assert dialogue.status == Dialogue.Status.CANCELLED

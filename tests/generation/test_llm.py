@@ -51,14 +51,22 @@ def test_transient_errors_are_retried_with_growing_jittered_backoff():
     assert 1.0 <= sleeps[1] <= 2.0
 
 
-def test_retry_after_is_honoured_and_capped():
+def test_retry_after_is_always_honoured_in_full():
     client = ScriptedClient(
-        TransientLLMError("429", retry_after=5.0), TransientLLMError("429", retry_after=600), OK
+        TransientLLMError("429", retry_after=5.0), TransientLLMError("429", retry_after=120), OK
     )
     sleeps: list[float] = []
     complete_with_retries(client, REQUEST, policy=POLICY, sleep=sleeps.append)
     assert sleeps[0] >= 5.0
-    assert sleeps[1] == 8.0  # capped at max_seconds
+    assert sleeps[1] == 120.0  # longer than max_seconds: the server said when
+
+
+def test_a_retry_after_beyond_ten_minutes_fails_the_call_instead_of_parking_a_worker():
+    client = ScriptedClient(TransientLLMError("HTTP 429", retry_after=3600), OK)
+    sleeps: list[float] = []
+    with pytest.raises(RetriesExhausted, match="asked to wait 3600 s"):
+        complete_with_retries(client, REQUEST, policy=POLICY, sleep=sleeps.append)
+    assert sleeps == [] and client.calls == 1
 
 
 def test_retries_are_bounded():

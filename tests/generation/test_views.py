@@ -31,8 +31,8 @@ def test_run_page_shows_progress_failures_and_links(
     run = make_run()
     client.force_login(reviewer)
     # Session, user, the permission check (2), run, dialogue count, progress, failures,
-    # the navigation's reviewer check, dialogues.
-    with django_assert_max_num_queries(10):
+    # the personas with their endpoints, the navigation's reviewer check, dialogues.
+    with django_assert_max_num_queries(11):
         response = client.get(run.get_absolute_url())
     html = response.content.decode()
     assert response.status_code == 200
@@ -50,7 +50,7 @@ def test_htmx_poll_returns_only_the_partial_and_stops_when_finished(
 ):
     run = make_run()
     client.force_login(admin_user)
-    with django_assert_max_num_queries(8):
+    with django_assert_max_num_queries(9):
         response = client.get(run.get_absolute_url(), headers={"HX-Request": "true"})
     html = response.content.decode()
     assert html.lstrip().startswith('<div id="run-live"')
@@ -155,3 +155,55 @@ def test_run_pages_need_login(client, db):
     run = make_run()
     assert client.get(run.get_absolute_url()).status_code == 302
     assert client.get(reverse("generation:run_detail", args=[run.pk + 100])).status_code == 302
+
+
+def test_run_page_lists_each_endpoint_with_its_limits_offline(client, admin_user, settings):
+    settings.OPENAI_BASE_URL = settings.OPENAI_API_KEY = ""
+    run = make_run()
+    client.force_login(admin_user)
+    html = client.get(run.get_absolute_url()).content.decode()
+    assert 'id="run-endpoints"' in html and "Teacher → gpt-4o-mini" in html
+    assert "offline demo provider" in html and "Offline: not paced." in html
+
+
+@pytest.mark.redis
+def test_run_page_shows_each_endpoints_traffic_and_pacing_live(
+    client, admin_user, settings, django_assert_max_num_queries
+):
+    from celery import current_app
+
+    from generation.engine import pacing
+    from generation.llm import ChatRequest, ChatResult, RateLimits, TransientLLMError
+    from generation.models import Endpoint, Persona
+
+    eager = current_app.conf.task_always_eager
+    current_app.conf.task_always_eager = False  # as with workers: calls are paced
+    try:
+        endpoint = Endpoint.objects.create(
+            name="paid", base_url="http://127.0.0.1:9/v1", requests_per_minute=1200
+        )
+        run = make_run(provider="openai")
+        Persona.objects.filter(scenario=run.scenario).update(endpoint=endpoint, model="m1")
+        pacer = pacing.endpoint_pacer(limits=pacing.Limits.of(endpoint), run_id=run.pk)
+        request = ChatRequest(model="m1", messages=[], temperature=0, max_tokens=10)
+        first = pacer.before(request, keep_waiting=lambda: True)
+        pacer.after(first, result=ChatResult(
+            text="x", model="m1", prompt_tokens=30, completion_tokens=12, finish_reason="stop",
+            rate_limits=RateLimits(limit_tokens=90_000, remaining_tokens=80_000),
+        ))  # fmt: skip
+        second = pacer.before(request, keep_waiting=lambda: True)
+        pacer.after(second, error=TransientLLMError("HTTP 429", status=429, retry_after=30))
+        client.force_login(admin_user)
+        with django_assert_max_num_queries(9):
+            response = client.get(
+                run.get_absolute_url() + "?fragment=progress", headers={"HX-Request": "true"}
+            )
+        html = response.content.decode()
+        row = html[html.index('id="run-endpoints"') :]
+        assert "<td>2 of 1200</td>" in row  # requests in the last minute, of the limit
+        assert "<td>42 of 90000</td>" in row  # tokens: the usage, of the limit the server gave
+        assert "<td>1 of 2</td>" in row  # 429s of calls
+        assert "Retry-After: 30.0 s left" in row or "Retry-After: 29.9 s left" in row
+        assert "80000 tokens left" in row
+    finally:
+        current_app.conf.task_always_eager = eager

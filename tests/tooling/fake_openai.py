@@ -11,6 +11,13 @@ at a rate or from a scripted sequence:
 
 Judge requests (review/judge/) have their own script, `judge_script`: see fake_judge.py.
 
+Rate-limited mode (`rpm`, `tpm`): each API key gets a requests-per-minute and a
+tokens-per-minute budget, token buckets refilled continuously that hold `burst_seconds` of the
+budget (60: a whole minute, as OpenAI documents). A request is charged its prompt and
+completion tokens (words here) when it arrives; one that does not fit is answered 429 with
+`Retry-After` (the seconds until it would fit). Answers carry OpenAI's `x-ratelimit-limit-*`,
+`x-ratelimit-remaining-*` and `x-ratelimit-reset-*` headers unless `rate_headers` is False.
+
 In tests: `with FakeOpenAI(latency=0.01) as fake: ... fake.url ...` (see the `fake_openai`
 fixture in tests/generation/conftest.py). Standalone, for the benchmark:
 
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import random
@@ -31,68 +39,34 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .fake_judge import is_judge_request, judge_answer, next_judge
+from .fake_ratelimits import KeyBudgets
 
 FAULTS = ("429", "500", "slow", "drop", "malformed", "empty", "length", "401")
 
+# fmt: off
 _WORDS = [
-    "angle",
-    "circle",
-    "ratio",
-    "triangle",
-    "proof",
-    "identity",
-    "radius",
-    "sine",
-    "cosine",
-    "tangent",
-    "graph",
-    "period",
-    "value",
-    "card",
-    "payment",
-    "refund",
-    "agent",
-    "bank",
-    "account",
-    "statement",
-    "merchant",
-    "block",
-    "verify",
-    "limit",
-    "branch",
-    "pressure",
-    "reading",
-    "doctor",
-    "salt",
-    "exercise",
-    "sleep",
-    "tablet",
-    "review",
-    "dose",
-    "week",
-    "morning",
-    "evening",
-    "because",
-    "therefore",
-    "however",
-    "perhaps",
-    "clearly",
-    "exactly",
-    "usually",
-    "rarely",
-    "quickly",
-    "carefully",
+    "angle", "circle", "ratio", "triangle", "proof", "identity", "radius", "sine", "cosine",
+    "tangent", "graph", "period", "value", "card", "payment", "refund", "agent", "bank",
+    "account", "statement", "merchant", "block", "verify", "limit", "branch", "pressure",
+    "reading", "doctor", "salt", "exercise", "sleep", "tablet", "review", "dose", "week",
+    "morning", "evening", "because", "therefore", "however", "perhaps", "clearly", "exactly",
+    "usually", "rarely", "quickly", "carefully",
 ]
+# fmt: on
 
 Reply = Callable[[dict], str]
 
 
-def default_reply(payload: dict) -> str:
+def default_reply(payload: dict, words: int = 24) -> str:
     """Varied, deterministic text: no two turns look alike, so loop detection stays quiet."""
     messages = payload.get("messages") or []
     seed = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).digest()
     rng = random.Random(seed)
-    return " ".join(rng.choice(_WORDS) for _ in range(24)).capitalize() + "."
+    return " ".join(rng.choice(_WORDS) for _ in range(words)).capitalize() + "."
+
+
+def prompt_tokens_of(payload: dict) -> int:
+    return sum(len(str(m.get("content", "")).split()) for m in payload.get("messages", []))
 
 
 @dataclass
@@ -114,6 +88,14 @@ class FakeState:
     judge_script: list[str] = field(default_factory=list)  # consumed first; empty = "valid"
     judge_marks: list[dict] = field(default_factory=list)
     judge_requests: int = 0
+    # Rate-limited mode (0: off), per API key.
+    rpm: int = 0
+    tpm: int = 0
+    burst_seconds: float = 60.0
+    rate_headers: bool = True
+    rate_limited: int = 0  # 429s served because a budget was spent
+    completed: int = 0
+    tokens: int = 0
 
 
 class FakeOpenAI:
@@ -123,6 +105,7 @@ class FakeOpenAI:
         self.host, self.port = host, port
         self.state = FakeState(**state)
         self._rng = random.Random(self.state.seed)
+        self.budgets = KeyBudgets()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -142,6 +125,16 @@ class FakeOpenAI:
                 if not hasattr(self.state, key):
                     raise AttributeError(key)
                 setattr(self.state, key, value)
+
+    def _budget(self, key: str, cost: int) -> tuple[float | None, dict[str, str]]:
+        state = self.state
+        if not (state.rpm or state.tpm):
+            return None, {}
+        wait, headers = self.budgets.charge(key, cost, rpm=state.rpm, tpm=state.tpm,
+            burst_seconds=state.burst_seconds, headers=state.rate_headers)  # fmt: skip
+        with self._lock:
+            state.rate_limited += wait is not None
+        return wait, headers
 
     def _next_fault(self) -> str | None:
         with self._lock:
@@ -238,7 +231,8 @@ class FakeOpenAI:
                     name, _, value = line.decode("latin-1").partition(":")
                     headers[name.strip().lower()] = value.strip()
                 body = await reader.readexactly(int(headers.get("content-length") or 0))
-                keep = await self._respond(method, path.split("?")[0], body, writer)
+                key = headers.get("authorization", "").removeprefix("Bearer ").strip()
+                keep = await self._respond(method, path.split("?")[0], body, writer, key)
                 if not keep:
                     return
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
@@ -260,7 +254,7 @@ class FakeOpenAI:
         head += [f"{k}: {v}" for k, v in (extra or {}).items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
 
-    async def _respond(self, method: str, path: str, body: bytes, writer) -> bool:
+    async def _respond(self, method: str, path: str, body: bytes, writer, key: str = "") -> bool:
         if method == "GET" and path == "/v1/models":
             data = {"object": "list", "data": [{"id": "fake-model", "object": "model"}]}
             self._write(writer, 200, json.dumps(data).encode())
@@ -274,6 +268,9 @@ class FakeOpenAI:
                     "requests": self.state.requests,
                     "in_flight": self.state.in_flight,
                     "peak_in_flight": self.state.peak_in_flight,
+                    "rate_limited": self.state.rate_limited,
+                    "completed": self.state.completed,
+                    "tokens": self.state.tokens,
                 }
                 if method == "POST":
                     self.state.peak_in_flight = self.state.in_flight
@@ -292,23 +289,31 @@ class FakeOpenAI:
             if len(state.payloads) < state.keep_payloads:
                 state.payloads.append(payload)
         try:
-            answer = None
             if is_judge_request(payload):
                 fault, answer = self._next_judge(payload)
-                answer = answer or judge_answer("valid", state.judge_marks)
+                text = answer or judge_answer("valid", state.judge_marks)
             else:
                 fault = self._next_fault()
+                text = state.reply(payload) if fault is None or fault == "length" else ""
+            cost = prompt_tokens_of(payload) + len(text.split())
+            wait, limit_headers = self._budget(key, cost)
+            if wait is not None:
+                error = {"error": {"message": "Rate limit reached", "type": "requests"}}
+                limit_headers["Retry-After"] = f"{wait:.3f}"
+                self._write(writer, 429, json.dumps(error).encode(), limit_headers)
+                await writer.drain()
+                return True
             if fault == "slow":
                 await asyncio.sleep(state.slow_seconds)
             elif state.latency:
                 await asyncio.sleep(state.latency)
-            return await self._answer(fault, payload, writer, answer)
+            return await self._answer(fault, payload, writer, text, limit_headers)
         finally:
             with self._lock:
                 state.in_flight -= 1
 
     async def _answer(
-        self, fault: str | None, payload: dict, writer, answer: str | None = None
+        self, fault: str | None, payload: dict, writer, text: str, headers: dict[str, str]
     ) -> bool:
         state = self.state
         if fault == "drop":
@@ -332,13 +337,11 @@ class FakeOpenAI:
         elif fault == "malformed":
             self._write(writer, 200, b'{"id": "chatcmpl-x", "choices": [{"message": ')
         else:
-            text = "" if fault == "empty" else (answer or state.reply(payload))
+            text = "" if fault == "empty" else text
             finish = "stop"
             if fault == "length":
                 text, finish = text[: max(1, len(text) // 2)], "length"
-            prompt_tokens = sum(
-                len(str(m.get("content", "")).split()) for m in payload.get("messages", [])
-            )
+            prompt_tokens = prompt_tokens_of(payload)
             data = {
                 "id": f"chatcmpl-{time.monotonic_ns()}",
                 "object": "chat.completion",
@@ -357,7 +360,10 @@ class FakeOpenAI:
                     "total_tokens": prompt_tokens + len(text.split()),
                 },
             }
-            self._write(writer, 200, json.dumps(data).encode())
+            with self._lock:
+                state.completed += 1
+                state.tokens += prompt_tokens + len(text.split())
+            self._write(writer, 200, json.dumps(data).encode(), headers)
         await writer.drain()
         return True
 
@@ -372,6 +378,11 @@ def main() -> None:
     parser.add_argument("--retry-after", type=float, default=0.1)
     parser.add_argument("--slow-seconds", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rpm", type=int, default=0, help="Requests per minute per key.")
+    parser.add_argument("--tpm", type=int, default=0, help="Tokens per minute per key.")
+    parser.add_argument("--burst-seconds", type=float, default=60.0)
+    parser.add_argument("--no-rate-headers", action="store_true")
+    parser.add_argument("--reply-words", type=int, default=24)
     args = parser.parse_args()
     faults = tuple(f for f in args.faults.split(",") if f)
     unknown = set(faults) - set(FAULTS)
@@ -386,6 +397,11 @@ def main() -> None:
         retry_after=args.retry_after,
         slow_seconds=args.slow_seconds,
         seed=args.seed,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        burst_seconds=args.burst_seconds,
+        rate_headers=not args.no_rate_headers,
+        reply=functools.partial(default_reply, words=args.reply_words),
     )
     server.start()
     print(f"fake OpenAI server on {server.url} (latency {args.latency}s)", flush=True)

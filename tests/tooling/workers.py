@@ -48,11 +48,13 @@ class CeleryWorker:
         env: dict[str, str] | None = None,
         name: str | None = None,
         extra_args: list[str] | None = None,
+        app: str = "synthreview",
     ) -> None:
         self.queue, self.pool, self.concurrency = queue, pool, concurrency
         self.name = name or f"w{uuid.uuid4().hex[:6]}"
         self.extra_env = env or {}
         self.extra_args = list(extra_args or [])
+        self.app = app
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = Path(tempfile.mkstemp(prefix=f"celery-{self.name}-", suffix=".log")[1])
 
@@ -72,7 +74,7 @@ class CeleryWorker:
             **self.extra_env,
         }
         command = [
-            sys.executable, "-m", "celery", "-A", "synthreview", "worker",
+            sys.executable, "-m", "celery", "-A", self.app, "worker",
             "--pool", self.pool, "--concurrency", str(self.concurrency),
             "-Q", self.queue, "--hostname", f"{self.name}@%h",
             "--without-gossip", "--without-mingle", "--loglevel", "INFO", *self.extra_args,

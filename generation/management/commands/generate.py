@@ -32,6 +32,9 @@ class Command(BaseCommand):
         parser.add_argument("--count", type=int, required=True, help="Number of dialogues.")
         parser.add_argument("--wait", action="store_true", help="Wait and show progress.")
         parser.add_argument("--model", default="", help="Model override for both personas.")
+        parser.add_argument(
+            "--endpoint", default="", help="Endpoint (by name) both personas call instead."
+        )
         parser.add_argument("--temperature", type=float, default=None)
         parser.add_argument("--max-in-flight", type=int, default=64)
         parser.add_argument("--seed", type=int, default=None)
@@ -69,10 +72,14 @@ class Command(BaseCommand):
             oversample = variables.parse_oversample(
                 "\n".join(options["oversample"]), variables.variables_of(scenario.variables)
             )
+            endpoint = None
+            if options["endpoint"]:
+                endpoint = services.endpoint_by_name(options["endpoint"])
+            launch = {"endpoint_override": endpoint, "model_override": options["model"]}
+            uses = services.endpoints_check(scenario=scenario, **launch)
             run = services.run_launch(
                 scenario=scenario,
                 count=options["count"],
-                model_override=options["model"],
                 temperature_override=temperature,
                 max_in_flight=options["max_in_flight"],
                 seed=options["seed"],
@@ -80,9 +87,16 @@ class Command(BaseCommand):
                 if options["balanced"]
                 else GenerationRun.VariableCoverage.SAMPLED,
                 oversample=oversample,
+                **launch,
             )
-        except (services.ScenarioNotReady, variables.VariableError) as exc:
+        except (
+            services.ScenarioNotReady,
+            services.EndpointNotReady,
+            variables.VariableError,
+        ) as exc:
             raise CommandError(str(exc)) from None
+        for use in uses:
+            self.stdout.write(endpoint_line(use))
         self.stdout.write(f"Launched run #{run.pk} ({run.provider} provider).")
         if not options["wait"]:
             return
@@ -102,6 +116,14 @@ class Command(BaseCommand):
         self.stdout.write(f"Run #{run.pk}: {run.get_status_display()}.")
         if run.status in (GenerationRun.Status.FAILED,):
             raise CommandError(run.error or "The run failed.")
+
+
+def endpoint_line(use: services.EndpointUse) -> str:
+    """ "Endpoint default (demo): Teacher -> gpt-4o-mini, Student -> ...; limits: ..." """
+    endpoint = use.endpoint
+    where = use.connection.base_url or "offline demo provider"
+    callers = ", ".join(f"{name} -> {model}" for name, model in use.callers)
+    return f"Endpoint {endpoint.name} ({where}): {callers}; limits: {endpoint.limits_text()}."
 
 
 def argparse_suppress() -> str:

@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.test.utils import override_settings
 
 from generation import services
-from generation.models import GenerationRun
+from generation.models import Endpoint, GenerationRun
 from review.judge.prompt import DEFAULT_RUBRIC
 from review.models import JudgeConfig, Suggestion
 from review.permissions import reviewer_group_setup
@@ -51,6 +51,18 @@ class Command(BaseCommand):
         user.save()
         user.groups.add(reviewer_group_setup())
         self.stdout.write(f"Scenarios: {', '.join(s.slug for s in scenarios)}; login demo/demo.")
+        # An example second endpoint to look at in the admin (its Test shows the error while no
+        # server listens there); the demo's personas stay on the default (offline) endpoint.
+        Endpoint.objects.get_or_create(
+            name="example-vllm",
+            defaults={
+                "base_url": "http://127.0.0.1:8001/v1",
+                "default_model": "llama3.1:8b",
+                "max_concurrent": 32,
+                "requests_per_minute": 600,
+                "tokens_per_minute": 200_000,
+            },
+        )
         if GenerationRun.objects.exists():
             self.stdout.write("Runs exist already: no demo runs created.")
             return
