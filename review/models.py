@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
-from generation.models import Dialogue, Turn
+from generation.models import Dialogue, GenerationRun, Scenario, Turn
 
 REVIEWER_GROUP = "Reviewer"
 
@@ -48,9 +50,27 @@ class DialogueReview(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True, db_index=True)
     reason = models.TextField(blank=True)
     version = models.PositiveIntegerField(default=1)
+    # Staff hand work out from the queue: an assigned dialogue is offered by Review next only
+    # to that reviewer (or that group's members), and to them before anything unassigned.
+    assigned_to = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="assigned_reviews",
+    )
+    assigned_group = models.ForeignKey(
+        Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     def __str__(self) -> str:
         return f"Review of dialogue {self.dialogue_id}: {self.status}"
+
+    @property
+    def assignee_label(self) -> str:
+        if self.assigned_to_id:
+            return self.assigned_to.get_username()
+        return self.assigned_group.name if self.assigned_group_id else ""
 
     def claim_is_active(self, now=None) -> bool:
         now = now or timezone.now()
@@ -67,6 +87,7 @@ class ReviewEvent(models.Model):
         REJECT = "reject", "Rejected"
         REOPEN = "reopen", "Reopened"
         REGENERATE = "regenerate", "Regenerated"
+        ASSIGN = "assign", "Assigned"
 
     dialogue = models.ForeignKey(Dialogue, on_delete=models.CASCADE, related_name="review_events")
     actor = models.ForeignKey(
@@ -81,6 +102,47 @@ class ReviewEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} on dialogue {self.dialogue_id}"
+
+
+class ReviewPolicy(models.Model):
+    """Which reviewer groups may review a scenario's dialogues, or one run's (a run's policy
+    replaces its scenario's). No policy, or a policy without groups, leaves the dialogues open
+    to every reviewer; staff may always review.
+
+    It lives in review, not on Scenario, because generation knows nothing about reviewers.
+    """
+
+    scenario = models.OneToOneField(
+        Scenario, null=True, blank=True, on_delete=models.CASCADE, related_name="review_policy"
+    )
+    run = models.OneToOneField(
+        GenerationRun,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="review_policy",
+    )
+    groups = models.ManyToManyField(
+        Group,
+        blank=True,
+        related_name="+",
+        help_text="Only members of these groups (and staff) may review. Empty: every reviewer.",
+    )
+
+    class Meta:
+        verbose_name_plural = "review policies"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(scenario__isnull=False, run__isnull=True)
+                | Q(scenario__isnull=True, run__isnull=False),
+                name="review_policy_scenario_xor_run",
+                violation_error_message="A review policy belongs to a scenario or to a run.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        target = f"run #{self.run_id}" if self.run_id else f"scenario #{self.scenario_id}"
+        return f"Review policy of {target}"
 
 
 class Flag(models.Model):

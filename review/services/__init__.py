@@ -5,7 +5,14 @@ Import the public names from here; each lives in the module named beside it.
 
 from __future__ import annotations
 
-from .claims import claim_deadline, review_claim_next, review_for, review_release, reviews_release
+from .claims import (
+    claim_deadline,
+    review_claim_next,
+    review_for,
+    review_release,
+    reviews_assign,
+    reviews_release,
+)
 from .errors import (
     ClaimedByOther,
     DialogueConflict,
@@ -16,7 +23,7 @@ from .errors import (
     TurnConflict,
 )
 from .turns import dialogue_regenerate, flag_dismiss, turn_correct, turn_flag, turn_revert
-from .verdicts import dialogue_approve, dialogue_reject, dialogue_reopen
+from .verdicts import dialogue_approve, dialogue_reject, dialogue_reopen, reviews_reject
 
 __all__ = [
     "ClaimedByOther",
@@ -35,6 +42,8 @@ __all__ = [
     "review_claim_next",
     "review_for",
     "review_release",
+    "reviews_assign",
+    "reviews_reject",
     "reviews_release",
     "turn_correct",
     "turn_flag",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, Group
 from django.db import transaction
 from django.db.models import Q
 from django.http import Http404
@@ -18,7 +18,8 @@ from django.utils import timezone
 
 from generation.models import Dialogue
 from review.models import DialogueReview, ReviewEvent
-from review.selectors import QueueFilters, reviewable_dialogues
+from review.permissions import user_groups
+from review.selectors import QueueFilters, domain_groups, reviewable_dialogues
 from review.services.errors import ClaimedByOther, DialogueConflict, NotAllowed, ReviewError
 
 
@@ -55,10 +56,25 @@ def claim_take(
     if review.claim_is_active(now) and review.claimed_by_id != actor.pk:
         raise ClaimedByOther(review)
     newly = review.claimed_by_id != actor.pk or not review.claim_is_active(now)
+    if newly:
+        # Checked when a claim starts; the holder's later actions renew it without asking.
+        domain_check(dialogue, actor)
     review.claimed_by = actor
     review.claim_expires_at = claim_deadline(now)
     if newly:
         record_event(dialogue, actor, ReviewEvent.Kind.CLAIM)
+
+
+def domain_check(dialogue: Dialogue, actor: AbstractBaseUser) -> None:
+    """Refuse a reviewer outside the groups the dialogue's review policy names."""
+    if actor.is_staff:
+        return
+    allowed = domain_groups(dialogue)
+    if allowed and not allowed & user_groups(actor).keys():
+        raise NotAllowed(
+            "This dialogue is reviewed by other reviewer groups (see its scenario's review "
+            "policy); ask an admin to add you to one of them."
+        )
 
 
 def lock_for_edit(
@@ -91,17 +107,18 @@ def review_claim_next(
 ) -> Dialogue | None:
     """Claim the next dialogue awaiting review for `actor`, or None if there is none.
 
-    A dialogue the actor already holds comes first (a second click never hoards a second one).
-    Otherwise candidates are locked with SKIP LOCKED, so concurrent clicks each lock a different
-    row; the claim is re-checked after the lock because a row locked late may have been claimed
-    by a transaction that committed in between.
+    A dialogue the actor already holds comes first (a second click never hoards a second one),
+    then what is assigned to the actor or their groups, then unassigned work; work assigned to
+    someone else is never offered. Candidates are locked with SKIP LOCKED, so concurrent clicks
+    each lock a different row; the claim is re-checked after the lock because a row locked
+    late may have been claimed by a transaction that committed in between.
     """
     filters = filters or QueueFilters()
     now = timezone.now()
     with transaction.atomic():
+        candidates = reviewable_dialogues(filters, user=actor)
         mine = (
-            reviewable_dialogues(filters)
-            .filter(
+            candidates.filter(
                 review__claimed_by=actor,
                 review__claim_expires_at__gt=now,
                 review__status=DialogueReview.Status.PENDING,
@@ -118,29 +135,41 @@ def review_claim_next(
         free = (Q(review__isnull=True) | Q(review__status=DialogueReview.Status.PENDING)) & (
             Q(review__claimed_by__isnull=True) | Q(review__claim_expires_at__lte=now)
         )
-        # One row per statement: locking a batch would make every other clicker skip the
-        # whole batch and find the queue empty.
-        checked: list[int] = []
-        for _ in range(50):
-            pk = (
-                reviewable_dialogues(filters)
-                .filter(free)
-                .exclude(pk__in=checked)
-                .order_by("run_id", "index")
-                .select_for_update(skip_locked=True, of=("self",))
-                .values_list("pk", flat=True)
-                .first()
-            )
-            if pk is None:
-                break
-            checked.append(pk)
-            dialogue = Dialogue.objects.get(pk=pk)
-            review, _ = DialogueReview.objects.select_for_update().get_or_create(dialogue=dialogue)
-            if review.status != DialogueReview.Status.PENDING or review.claim_is_active(now):
-                continue  # claimed by a transaction that committed after our snapshot
-            claim_take(dialogue, review, actor, now)
-            review.save()
-            return dialogue
+        assigned_to_me = Q(review__assigned_to=actor) | Q(
+            review__assigned_group__in=list(user_groups(actor))
+        )
+        unassigned = Q(review__isnull=True) | Q(
+            review__assigned_to__isnull=True, review__assigned_group__isnull=True
+        )
+        for pool in (assigned_to_me, unassigned):
+            dialogue = _claim_first(candidates.filter(free & pool), actor, now)
+            if dialogue is not None:
+                return dialogue
+    return None
+
+
+def _claim_first(candidates, actor: AbstractBaseUser, now: datetime) -> Dialogue | None:
+    # One row per statement: locking a batch would make every other clicker skip the
+    # whole batch and find the queue empty.
+    checked: list[int] = []
+    for _ in range(50):
+        pk = (
+            candidates.exclude(pk__in=checked)
+            .order_by("run_id", "index")
+            .select_for_update(skip_locked=True, of=("self",))
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if pk is None:
+            return None
+        checked.append(pk)
+        dialogue = Dialogue.objects.get(pk=pk)
+        review, _ = DialogueReview.objects.select_for_update().get_or_create(dialogue=dialogue)
+        if review.status != DialogueReview.Status.PENDING or review.claim_is_active(now):
+            continue  # claimed by a transaction that committed after our snapshot
+        claim_take(dialogue, review, actor, now)
+        review.save()
+        return dialogue
     return None
 
 
@@ -168,3 +197,29 @@ def reviews_release(*, dialogue_ids: list[int], actor: AbstractBaseUser) -> int:
         review = review_release(dialogue_id=pk, actor=actor)
         released += review.claimed_by_id is None
     return released
+
+
+def reviews_assign(
+    *,
+    dialogue_ids: list[int],
+    actor: AbstractBaseUser,
+    assignee: AbstractBaseUser | None = None,
+    group: Group | None = None,
+) -> int:
+    """Staff hand dialogues to a reviewer or a group (neither: unassign). Decided dialogues
+    are left alone; returns how many were assigned."""
+    if not actor.is_staff:
+        raise NotAllowed("Only admins can assign dialogues.")
+    label = assignee.get_username() if assignee else (group.name if group else "nobody")
+    assigned = 0
+    for pk in dialogue_ids:
+        with transaction.atomic():
+            dialogue, review = lock_dialogue(pk)
+            if review.status != DialogueReview.Status.PENDING:
+                continue
+            review.assigned_to = assignee
+            review.assigned_group = group
+            review.save()
+            record_event(dialogue, actor, ReviewEvent.Kind.ASSIGN, f"to {label}")
+            assigned += 1
+    return assigned

@@ -19,7 +19,7 @@ from review.services.claims import (
     lock_for_edit,
     record_event,
 )
-from review.services.errors import DialogueConflict, InvalidInput, ReviewError
+from review.services.errors import DialogueConflict, InvalidInput, NotAllowed, ReviewError
 
 
 def dialogue_approve(
@@ -93,3 +93,29 @@ def dialogue_reopen(
         content_changed(review)
         record_event(dialogue, actor, ReviewEvent.Kind.REOPEN, reason[:5000])
         return review
+
+
+def reviews_reject(*, dialogue_ids: list[int], actor: AbstractBaseUser, reason: str) -> int:
+    """Staff reject many dialogues with one reason (e.g. a broken run). Dialogues already
+    decided or not completely generated are left alone; a claim someone holds is ended, and
+    the event says whose it was. Returns how many were rejected."""
+    if not actor.is_staff:
+        raise NotAllowed("Only admins can reject dialogues in bulk.")
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput("Say why these dialogues are rejected; the reason is kept with each.")
+    rejected = 0
+    for pk in dialogue_ids:
+        with transaction.atomic():
+            dialogue, review = lock_dialogue(pk)
+            if review.status != DialogueReview.Status.PENDING:
+                continue
+            if dialogue.status != Dialogue.Status.COMPLETE:
+                continue
+            holder = review.claimed_by if review.claim_is_active() else None
+            note = reason[:5000]
+            if holder is not None and holder.pk != actor.pk:
+                note += f" (claim held by {holder.get_username()} ended)"
+            _decide(dialogue, review, actor, DialogueReview.Status.REJECTED, note)
+            rejected += 1
+    return rejected

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from .dialogue import approve, dialogue, progress, reject, release, reopen
+from .dialogue import approve, approve_next, dialogue, progress, reject, release, reopen
 from .health import healthz
 from .insights import insights_csv, run_insights, scenario_insights, team_insights
-from .queue import queue, review_next
+from .queue import bulk, my_reviews, queue, review_next
 from .turns import flag_dismiss, turn, turn_edit, turn_flag, turn_regenerate, turn_revert
 
 __all__ = [
-    "approve", "dialogue", "flag_dismiss", "healthz", "insights_csv", "progress", "queue",
-    "reject", "release", "reopen", "review_next", "run_insights", "scenario_insights",
+    "approve", "approve_next", "bulk", "dialogue", "flag_dismiss", "healthz", "insights_csv",
+    "my_reviews", "progress", "queue", "reject", "release", "reopen", "review_next", "run_insights", "scenario_insights",
     "team_insights", "turn", "turn_edit", "turn_flag", "turn_regenerate", "turn_revert",
 ]  # fmt: skip

@@ -1,4 +1,4 @@
-"""Reads for the review screens: the queue and a dialogue with everything its page shows.
+"""Reads for the dialogue screen: a dialogue with everything its page shows.
 
 Each selector fetches in a fixed number of queries whatever the size of the dialogue, so the
 templates never query (no N+1 over turns, flags or revisions).
@@ -9,107 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Prefetch, QuerySet
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
 
 from generation.models import Dialogue, Turn
 from review.models import DialogueReview, Flag, ReviewEvent, TurnRevision
-
-QUEUE_STATUSES = {
-    "awaiting": "Awaiting review",
-    "in_review": "In review",
-    "approved": "Approved",
-    "rejected": "Rejected",
-    "all": "All",
-}
-
-
-def _active_claim(now: datetime) -> Q:
-    return Q(review__claimed_by__isnull=False, review__claim_expires_at__gt=now)
-
-
-def _undecided() -> Q:
-    return Q(review__isnull=True) | Q(review__status=DialogueReview.Status.PENDING)
-
-
-def status_q(status: str, *, now: datetime) -> Q:
-    """The queue's status filter as a Q on Dialogue (dialogues nobody touched have no review)."""
-    if status == "awaiting":
-        return _undecided() & ~_active_claim(now)
-    if status == "in_review":
-        return _undecided() & _active_claim(now)
-    if status in ("approved", "rejected"):
-        return Q(review__status=status)
-    return Q()
-
-
-def has_warnings_subquery() -> Exists:
-    return Exists(
-        Turn.objects.filter(dialogue=OuterRef("pk"), discarded_at__isnull=True).exclude(warnings=[])
-    )
-
-
-@dataclass(frozen=True)
-class QueueFilters:
-    run_id: int | None = None
-    scenario_id: int | None = None
-    status: str = "awaiting"
-    warnings: bool | None = None
-
-
-def reviewable_dialogues(filters: QueueFilters, *, now: datetime | None = None) -> QuerySet:
-    """Complete dialogues matching the filters, without the status filter (counts use this)."""
-    qs = Dialogue.objects.filter(status=Dialogue.Status.COMPLETE)
-    if filters.run_id:
-        qs = qs.filter(run_id=filters.run_id)
-    if filters.scenario_id:
-        qs = qs.filter(scenario_id=filters.scenario_id)
-    if filters.warnings is not None:
-        qs = qs.alias(has_warnings=has_warnings_subquery()).filter(has_warnings=filters.warnings)
-    return qs
-
-
-def queue_page(filters: QueueFilters, *, limit: int = 100) -> tuple[list[Dialogue], dict, int]:
-    """(rows, counts per status, number of rows matching) for the queue screen: 3 queries."""
-    now = timezone.now()
-    base = reviewable_dialogues(filters, now=now)
-    counts = base.aggregate(
-        **{key: Count("pk", filter=status_q(key, now=now)) for key in QUEUE_STATUSES}
-    )
-    live_turns = (
-        Turn.objects.filter(dialogue=OuterRef("pk"), discarded_at__isnull=True)
-        .order_by()
-        .values("dialogue")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    open_flags = (
-        Flag.objects.filter(
-            turn__dialogue=OuterRef("pk"),
-            turn__discarded_at__isnull=True,
-            resolution=Flag.Resolution.OPEN,
-        )
-        .order_by()
-        .values("turn__dialogue")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    rows = list(
-        base.filter(status_q(filters.status, now=now))
-        .select_related("scenario", "run", "review__claimed_by", "review__decided_by")
-        .annotate(
-            has_warnings=has_warnings_subquery(),
-            turn_count=Coalesce(Subquery(live_turns), 0),
-            open_flag_count=Coalesce(Subquery(open_flags), 0),
-        )
-        .order_by("run_id", "index")[:limit]
-    )
-    for dialogue in rows:
-        dialogue.review_state = review_of(dialogue)
-    return rows, counts, counts.get(filters.status, 0)
-
 
 def review_of(dialogue: Dialogue) -> DialogueReview:
     """The dialogue's review, or an unsaved pending one if nobody has touched it yet."""
@@ -179,6 +84,45 @@ def annotate_dialogue(dialogue: Dialogue) -> None:
         if flag.resolution == Flag.Resolution.OPEN
     )
     dialogue.warning_count = sum(1 for turn in dialogue.live_turns if turn.warnings)
+    dialogue.timeline = activity_timeline(dialogue)
+
+
+@dataclass(frozen=True)
+class Activity:
+    """One line of a dialogue's activity: what happened, to which turn, by whom, when."""
+
+    at: datetime
+    what: str
+    actor: AbstractBaseUser | None
+    note: str = ""
+
+
+TIMELINE_LENGTH = 30
+
+
+def activity_timeline(dialogue: Dialogue) -> list[Activity]:
+    """Claims, verdicts and regenerations (events) merged with the flags, dismissals,
+    corrections and reverts on the live turns, newest first. Built from what the page already
+    prefetched, so the timeline costs no query."""
+    items = [
+        Activity(event.created_at, event.get_kind_display(), event.actor, event.note)
+        for event in dialogue.recent_events
+    ]
+    for turn in dialogue.live_turns:
+        label = f"turn {turn.position + 1}"
+        for flag in turn.flag_list:
+            flagged = f"Flagged {label} ({flag.get_category_display().lower()})"
+            items.append(Activity(flag.created_at, flagged, flag.created_by, flag.note))
+            if flag.resolution == Flag.Resolution.DISMISSED and flag.resolved_at:
+                dismissed = f"Dismissed a flag on {label}"
+                items.append(
+                    Activity(flag.resolved_at, dismissed, flag.resolved_by, flag.dismiss_reason)
+                )
+        for revision in turn.revision_list:
+            verb = "Reverted" if revision.kind == TurnRevision.Kind.REVERT else "Corrected"
+            items.append(Activity(revision.created_at, f"{verb} {label}", revision.author))
+    items.sort(key=lambda item: item.at, reverse=True)
+    return items[:TIMELINE_LENGTH]
 
 
 def turn_for_review(*, dialogue_pk: int, turn_pk: int) -> Turn:
