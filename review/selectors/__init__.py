@@ -6,6 +6,15 @@ templates never query (no N+1 over turns, flags or revisions).
 
 from __future__ import annotations
 
+from .agreement import (
+    Adjudication,
+    DialogueAgreement,
+    RunAgreement,
+    adjudication_for,
+    conflicting_turns,
+    latest_proposals,
+    run_agreement,
+)
 from .dialogue import (
     Activity,
     activity_timeline,
@@ -15,7 +24,15 @@ from .dialogue import (
     review_of,
     turn_for_review,
 )
-from .domains import assignees, domain_groups, domain_q, may_review
+from .domains import (
+    Policy,
+    assignees,
+    domain_groups,
+    domain_q,
+    may_review,
+    policy_of,
+    required_reviews_expression,
+)
 from .mine import MyReviews, my_reviews
 from .queue import (
     PAGE_SIZE,
@@ -34,9 +51,11 @@ from .queue import (
 )
 
 __all__ = [
-    "PAGE_SIZE", "QUEUE_FILTERS", "QUEUE_ORDERINGS", "QUEUE_STATUSES", "Activity", "MyReviews",
+    "Adjudication", "DialogueAgreement", "RunAgreement", "adjudication_for", "conflicting_turns",
+    "latest_proposals", "run_agreement",
+    "PAGE_SIZE", "Policy", "QUEUE_FILTERS", "QUEUE_ORDERINGS", "QUEUE_STATUSES", "Activity", "MyReviews",
     "QueueFilter", "QueueFilters", "QueueOrdering", "QueuePage", "activity_timeline",
     "annotate_dialogue", "assignees", "dialogue_for_review", "dialogue_status_only", "domain_groups",
-    "domain_q", "has_warnings_subquery", "may_review", "my_reviews", "queue_page",
+    "domain_q", "has_warnings_subquery", "may_review", "policy_of", "required_reviews_expression", "my_reviews", "queue_page",
     "review_of", "reviewable_dialogues", "search_q", "status_q", "turn_for_review",
 ]  # fmt: skip

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, Q, QuerySet, prefetch_related_objects
 from django.shortcuts import get_object_or_404
 
 from generation.models import Dialogue, Turn
-from review.models import DialogueReview, Flag, ReviewEvent, TurnRevision
+from review.models import DialogueReview, Flag, IndependentReview, ReviewEvent, TurnRevision
+
 
 def review_of(dialogue: Dialogue) -> DialogueReview:
     """The dialogue's review, or an unsaved pending one if nobody has touched it yet."""
@@ -24,7 +25,10 @@ def review_of(dialogue: Dialogue) -> DialogueReview:
         return DialogueReview(dialogue=dialogue)
 
 
-def _live_turns() -> QuerySet:
+def _live_turns(blind_for: AbstractBaseUser | None = None) -> QuerySet:
+    """Live turns with their flags and revisions; `blind_for` keeps only that expert's own
+    among what independent reviews added (the shared ones have no review)."""
+    own = Q(review__isnull=True) | Q(review__reviewer=blind_for) if blind_for else Q()
     return (
         Turn.objects.filter(discarded_at__isnull=True)
         .select_related("persona")
@@ -33,12 +37,12 @@ def _live_turns() -> QuerySet:
             # `.all()` on a prefetched manager would clone a queryset.
             Prefetch(
                 "flags",
-                queryset=Flag.objects.select_related("created_by", "resolved_by"),
+                queryset=Flag.objects.filter(own).select_related("created_by", "resolved_by"),
                 to_attr="flag_list",
             ),
             Prefetch(
                 "revisions",
-                queryset=TurnRevision.objects.select_related("author"),
+                queryset=TurnRevision.objects.filter(own).select_related("author"),
                 to_attr="revision_list",
             ),
         )
@@ -46,37 +50,60 @@ def _live_turns() -> QuerySet:
     )
 
 
-def dialogue_for_review(*, pk: int) -> Dialogue:
+def dialogue_for_review(*, pk: int, viewer: AbstractBaseUser | None = None) -> Dialogue:
     """A dialogue with its run, scenario, personas, review, live turns (with flags and
-    revisions), discarded turns and recent events: a constant 8 queries, whatever its size."""
+    revisions), discarded turns and recent events: a constant 8 queries, whatever its size
+    (one more for a dialogue with independent reviews).
+
+    While independent reviews are under way, `viewer` sees only their own flags and proposed
+    corrections among those the reviews added, with their proposals in place of the text."""
     dialogue = get_object_or_404(
         Dialogue.objects.select_related(
             "run", "scenario", "review__claimed_by", "review__decided_by"
-        ).prefetch_related(
-            "scenario__personas",
-            Prefetch("turns", queryset=_live_turns(), to_attr="live_turns"),
-            Prefetch(
-                "turns",
-                queryset=Turn.objects.filter(discarded_at__isnull=False)
-                .select_related("persona")
-                .order_by("discarded_at", "position"),
-                to_attr="discarded_turns",
-            ),
-            Prefetch(
-                "review_events",
-                queryset=ReviewEvent.objects.select_related("actor").order_by("-created_at", "-pk"),
-                to_attr="recent_events",
-            ),
         ),
         pk=pk,
     )
-    annotate_dialogue(dialogue)
+    review = review_of(dialogue)
+    blind = review.is_independent and review.status == DialogueReview.Status.PENDING
+    blind_for = viewer if blind else None
+    prefetches = [
+        "scenario__personas",
+        Prefetch("turns", queryset=_live_turns(blind_for), to_attr="live_turns"),
+        Prefetch(
+            "turns",
+            queryset=Turn.objects.filter(discarded_at__isnull=False)
+            .select_related("persona")
+            .order_by("discarded_at", "position"),
+            to_attr="discarded_turns",
+        ),
+        Prefetch(
+            "review_events",
+            queryset=ReviewEvent.objects.select_related("actor").order_by("-created_at", "-pk"),
+            to_attr="recent_events",
+        ),
+    ]
+    if review.is_independent:
+        prefetches.append(
+            Prefetch(
+                "independent_reviews",
+                queryset=IndependentReview.objects.select_related("reviewer"),
+                to_attr="independent_list",
+            )
+        )
+    prefetch_related_objects([dialogue], *prefetches)
+    annotate_dialogue(dialogue, blind_for=blind_for)
     return dialogue
 
 
-def annotate_dialogue(dialogue: Dialogue) -> None:
+def annotate_dialogue(dialogue: Dialogue, *, blind_for: AbstractBaseUser | None = None) -> None:
     """Derived figures the page shows, computed from what was prefetched (no queries)."""
     dialogue.review_state = review_of(dialogue)
+    dialogue.blind = blind_for is not None
+    if blind_for is not None:
+        for turn in dialogue.live_turns:
+            proposals = [r for r in turn.revision_list if r.review_id]
+            if proposals:  # shown, never saved: the turn changes only when reviews conclude
+                turn.text = proposals[-1].after
     dialogue.open_flag_count = sum(
         1
         for turn in dialogue.live_turns

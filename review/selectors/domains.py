@@ -7,24 +7,35 @@ scenario or run at most), so they are read whole in one query and turned into id
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Coalesce
 
 from generation.models import Dialogue
 from review.models import REVIEWER_GROUP, ReviewPolicy
 from review.permissions import user_groups
 
 
-def _policies(*filters: Q) -> dict[tuple[str, int], set[int]]:
-    """{("run" | "scenario", id): the policy's group ids} in one query."""
-    policies: dict[tuple[str, int], set[int]] = {}
-    rows = ReviewPolicy.objects.filter(*filters).values_list("run_id", "scenario_id", "groups")
-    for run_id, scenario_id, group_id in rows:
+@dataclass
+class Policy:
+    groups: set[int] = field(default_factory=set)
+    reviews_required: int = 1
+
+
+def _policies(*filters: Q) -> dict[tuple[str, int], Policy]:
+    """{("run" | "scenario", id): its policy} in one query."""
+    policies: dict[tuple[str, int], Policy] = {}
+    rows = ReviewPolicy.objects.filter(*filters).values_list(
+        "run_id", "scenario_id", "reviews_required", "groups"
+    )
+    for run_id, scenario_id, required, group_id in rows:
         key = ("run", run_id) if run_id else ("scenario", scenario_id)
-        groups = policies.setdefault(key, set())
+        policy = policies.setdefault(key, Policy(reviews_required=required))
         if group_id:
-            groups.add(group_id)
+            policy.groups.add(group_id)
     return policies
 
 
@@ -37,11 +48,13 @@ def domain_q(user: AbstractBaseUser) -> Q:
     if user.is_staff:
         return Q()
     policies = _policies()
-    runs_allowed = [pk for (kind, pk), g in policies.items() if kind == "run" and _allows(g, user)]
-    runs_denied = [pk for (kind, pk), g in policies.items() if kind == "run" and not _allows(g, user)]
-    scenarios_denied = [
-        pk for (kind, pk), g in policies.items() if kind == "scenario" and not _allows(g, user)
-    ]
+    runs_allowed, runs_denied, scenarios_denied = [], [], []
+    for (kind, pk), policy in policies.items():
+        allowed = _allows(policy.groups, user)
+        if kind == "run":
+            (runs_allowed if allowed else runs_denied).append(pk)
+        elif not allowed:
+            scenarios_denied.append(pk)
     q = Q()
     if runs_denied:
         q &= ~Q(run_id__in=runs_denied)
@@ -50,10 +63,31 @@ def domain_q(user: AbstractBaseUser) -> Q:
     return q
 
 
+def policy_of(dialogue: Dialogue) -> Policy:
+    """The review policy that applies to `dialogue` (the run's, else the scenario's, else the
+    default: every reviewer, one review), in one query."""
+    policies = _policies(Q(run_id=dialogue.run_id) | Q(scenario_id=dialogue.scenario_id))
+    scenario_policy = policies.get(("scenario", dialogue.scenario_id), Policy())
+    return policies.get(("run", dialogue.run_id), scenario_policy)
+
+
 def domain_groups(dialogue: Dialogue) -> set[int]:
     """The group ids allowed to review `dialogue` (empty: every reviewer), in one query."""
-    policies = _policies(Q(run_id=dialogue.run_id) | Q(scenario_id=dialogue.scenario_id))
-    return policies.get(("run", dialogue.run_id), policies.get(("scenario", dialogue.scenario_id), set()))
+    return policy_of(dialogue).groups
+
+
+def required_reviews_expression() -> Coalesce:
+    """Each dialogue's required number of reviews, as an SQL expression (one query): the
+    review row's figure once its review started, else its policy's."""
+    by_run: dict[int, list[int]] = {}
+    by_scenario: dict[int, list[int]] = {}
+    for (kind, pk), policy in _policies().items():
+        target = by_run if kind == "run" else by_scenario
+        target.setdefault(policy.reviews_required, []).append(pk)
+    whens = [When(run_id__in=pks, then=Value(n)) for n, pks in sorted(by_run.items())]
+    whens += [When(scenario_id__in=pks, then=Value(n)) for n, pks in sorted(by_scenario.items())]
+    policy = Case(*whens, default=Value(1)) if whens else Value(1)
+    return Coalesce(F("review__reviews_required"), policy)
 
 
 def may_review(user: AbstractBaseUser, dialogue: Dialogue) -> bool:

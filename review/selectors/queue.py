@@ -34,6 +34,7 @@ from review.selectors.domains import domain_q
 QUEUE_STATUSES = {
     "awaiting": "Awaiting review",
     "in_review": "In review",
+    "adjudication": "Awaiting adjudication",
     "approved": "Approved",
     "rejected": "Rejected",
     "all": "All",
@@ -56,7 +57,7 @@ def status_q(status: str, *, now: datetime) -> Q:
         return _undecided() & ~_active_claim(now)
     if status == "in_review":
         return _undecided() & _active_claim(now)
-    if status in ("approved", "rejected"):
+    if status in ("adjudication", "approved", "rejected"):
         return Q(review__status=status)
     return Q()
 
@@ -155,7 +156,7 @@ def turn_text_matches(text: str) -> QuerySet:
 
 
 def search_q(text: str) -> Q:
-    """"#123" is dialogue 123; anything else matches the topic (substring), the dialogue id
+    """ "#123" is dialogue 123; anything else matches the topic (substring), the dialogue id
     and the text of its turns."""
     number = text.removeprefix("#")
     is_id = number.isdigit() and len(number) < 19
@@ -276,9 +277,7 @@ def queue_page(
 
 def _with_row_figures(qs: QuerySet) -> QuerySet:
     """What each row shows: turns, open flags and warnings as subqueries (no N+1)."""
-    live_turns = (
-        _live_turns().order_by().values("dialogue").annotate(n=Count("pk")).values("n")
-    )
+    live_turns = _live_turns().order_by().values("dialogue").annotate(n=Count("pk")).values("n")
     open_flags = (
         Flag.objects.filter(
             turn__dialogue=OuterRef("pk"),

@@ -22,6 +22,7 @@ from .errors import (
     ReviewError,
     TurnConflict,
 )
+from .independent import dialogue_adjudicate
 from .turns import dialogue_regenerate, flag_dismiss, turn_correct, turn_flag, turn_revert
 from .verdicts import dialogue_approve, dialogue_reject, dialogue_reopen, reviews_reject
 
@@ -34,6 +35,7 @@ __all__ = [
     "ReviewError",
     "TurnConflict",
     "claim_deadline",
+    "dialogue_adjudicate",
     "dialogue_approve",
     "dialogue_regenerate",
     "dialogue_reject",

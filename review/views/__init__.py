@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .adjudication import adjudicate, run_agreement
 from .dialogue import approve, approve_next, dialogue, progress, reject, release, reopen
 from .health import healthz
 from .insights import insights_csv, run_insights, scenario_insights, team_insights
@@ -9,7 +10,8 @@ from .queue import bulk, my_reviews, queue, review_next
 from .turns import flag_dismiss, turn, turn_edit, turn_flag, turn_regenerate, turn_revert
 
 __all__ = [
-    "approve", "approve_next", "bulk", "dialogue", "flag_dismiss", "healthz", "insights_csv",
-    "my_reviews", "progress", "queue", "reject", "release", "reopen", "review_next", "run_insights", "scenario_insights",
-    "team_insights", "turn", "turn_edit", "turn_flag", "turn_regenerate", "turn_revert",
+    "adjudicate", "approve", "approve_next", "bulk", "dialogue", "flag_dismiss", "healthz",
+    "insights_csv", "my_reviews", "progress", "queue", "reject", "release", "reopen",
+    "review_next", "run_agreement", "run_insights", "scenario_insights", "team_insights",
+    "turn", "turn_edit", "turn_flag", "turn_regenerate", "turn_revert",
 ]  # fmt: skip

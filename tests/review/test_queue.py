@@ -11,7 +11,7 @@ from generation.models import Dialogue
 from review import services
 from review.models import DialogueReview, Flag, ReviewEvent, ReviewPolicy
 from review.selectors import QueueFilters, queue_page
-from review.selectors.queue import decode_cursor, QUEUE_ORDERINGS
+from review.selectors.queue import QUEUE_ORDERINGS, decode_cursor
 from review.services import NotAllowed
 from tests.factories import RunFactory, UserFactory, dialogue_with_turns
 from tests.review.helpers import HX, turn_of, url
@@ -49,7 +49,9 @@ def test_pages_walk_forward_and_back_without_gaps_or_repeats(rclient):
     previous = response.context["page"].previous_cursor
     response = rclient.get(QUEUE, {"status": "all", "before": previous})
     assert _ids(response) == pages[1]
-    response = rclient.get(QUEUE, {"status": "all", "before": response.context["page"].previous_cursor})
+    response = rclient.get(
+        QUEUE, {"status": "all", "before": response.context["page"].previous_cursor}
+    )
     assert _ids(response) == pages[0] and response.context["page"].first
 
 
@@ -114,7 +116,7 @@ def test_flag_and_assignee_filters_and_counts(rclient, reviewer, admin_user):
     services.review_claim_next(actor=reviewer)  # takes `mine`: assigned work comes first
     response = rclient.get(QUEUE, {"flags": "none"})
     assert response.context["counts"] == {
-        "awaiting": 1, "in_review": 1, "approved": 0, "rejected": 0, "all": 2,
+        "awaiting": 1, "in_review": 1, "adjudication": 0, "approved": 0, "rejected": 0, "all": 2,
     }  # fmt: skip
     body = rclient.get(QUEUE, {"status": "all"}).content.decode()
     assert reviewer.username in body  # the assignee column
@@ -132,7 +134,9 @@ def test_staff_bulk_assign_release_and_reject(client, admin_user, reviewer):
     response = client.post(bulk, {"ids": [a.pk, b.pk], "action": "assign",
                                   "assignee": f"u:{reviewer.pk}", "next": back})  # fmt: skip
     assert response.status_code == 302 and response["Location"] == back
-    assert list(DialogueReview.objects.filter(assigned_to=reviewer).values_list("pk", flat=True)) == [a.pk, b.pk]
+    assert list(
+        DialogueReview.objects.filter(assigned_to=reviewer).values_list("pk", flat=True)
+    ) == [a.pk, b.pk]
     client.post(bulk, {"ids": [c.pk], "action": "assign", "assignee": f"g:{group.pk}"})
     assert DialogueReview.objects.get(pk=c.pk).assigned_group == group
     assert ReviewEvent.objects.filter(kind="assign").count() == 3
@@ -142,9 +146,13 @@ def test_staff_bulk_assign_release_and_reject(client, admin_user, reviewer):
     assert not DialogueReview.objects.filter(claimed_by__isnull=False).exists()
 
     DialogueReview.objects.filter(pk=b.pk).update(status="approved")
-    response = client.post(bulk, {"ids": [a.pk, b.pk], "action": "reject", "reason": ""}, follow=True)
+    response = client.post(
+        bulk, {"ids": [a.pk, b.pk], "action": "reject", "reason": ""}, follow=True
+    )
     assert "Say why these dialogues are rejected" in response.content.decode()
-    response = client.post(bulk, {"ids": [a.pk, b.pk], "action": "reject", "reason": "Broken run"}, follow=True)
+    response = client.post(
+        bulk, {"ids": [a.pk, b.pk], "action": "reject", "reason": "Broken run"}, follow=True
+    )
     assert "Rejected 1 of 2 dialogue(s)." in response.content.decode()
     assert DialogueReview.objects.get(pk=a.pk).reason == "Broken run"
     assert DialogueReview.objects.get(pk=b.pk).status == "approved"  # decided: left alone
@@ -170,7 +178,9 @@ def test_bulk_with_an_unknown_assignee_or_nothing_ticked_says_why(client, admin_
 # --- Review domains and assignment -----------------------------------------------------------
 
 
-def test_review_policy_limits_queue_review_next_and_claims_to_its_groups(client, reviewer, admin_user):
+def test_review_policy_limits_queue_review_next_and_claims_to_its_groups(
+    client, reviewer, admin_user
+):
     cardiology = Group.objects.create(name="Cardiology experts")
     doctor = UserFactory(reviewer=True)
     doctor.groups.add(cardiology)
@@ -218,9 +228,13 @@ def test_review_next_offers_assigned_work_first_and_never_someone_elses(reviewer
 
 def test_my_reviews_lists_held_assigned_and_decided(rclient, reviewer, admin_user):
     held, assigned, decided, other = _dialogues(4)
-    services.reviews_assign(dialogue_ids=[assigned.pk, held.pk], actor=admin_user, assignee=reviewer)
+    services.reviews_assign(
+        dialogue_ids=[assigned.pk, held.pk], actor=admin_user, assignee=reviewer
+    )
     services.review_claim_next(actor=reviewer)  # held (assigned, first in queue order)
-    services.dialogue_reject(dialogue_id=decided.pk, actor=reviewer, reason="Off-topic", expected_version=1)
+    services.dialogue_reject(
+        dialogue_id=decided.pk, actor=reviewer, reason="Off-topic", expected_version=1
+    )
     response = rclient.get(reverse("review:mine"))
     mine = response.context["mine"]
     assert [r.pk for r in mine.held] == [held.pk]
@@ -247,7 +261,9 @@ def test_approve_and_next_approves_then_opens_the_next_dialogue(rclient, reviewe
 
 def test_approve_and_next_with_an_open_flag_stays_with_the_reason(rclient, reviewer):
     first, second = _dialogues(2)
-    services.turn_flag(dialogue_id=first.pk, turn_id=turn_of(first, 0).pk, actor=reviewer, category="tone")
+    services.turn_flag(
+        dialogue_id=first.pk, turn_id=turn_of(first, 0).pk, actor=reviewer, category="tone"
+    )
     response = rclient.post(reverse("review:approve_next", args=[first.pk]), {"version": 2}, **HX)
     assert response.status_code == 409 and "flag(s) still open" in response.content.decode()
     assert DialogueReview.objects.get(pk=first.pk).status == "pending"
