@@ -20,6 +20,7 @@ from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.contrib.postgres.search import SearchQuery, SearchVector
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
@@ -210,9 +211,15 @@ def decode_cursor(cursor: str, ordering: QueueOrdering) -> list[object] | None:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error):
         return None
-    valid = isinstance(values, list) and len(values) == len(ordering.fields)
-    if not valid or not all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in values):
+    if not isinstance(values, list) or len(values) != len(ordering.fields):
         return None
+    for name, value in zip(ordering.fields, values, strict=True):
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            return None
+        try:  # a hand-edited cursor must not reach the query with the wrong type
+            Dialogue._meta.get_field(name).get_prep_value(value)
+        except (TypeError, ValueError, ValidationError):
+            return None
     return values
 
 
