@@ -32,16 +32,13 @@ class QueueFilterForm(forms.Form):
     )
     status = forms.ChoiceField(choices=list(QUEUE_STATUSES.items()), required=False)
     assignee = forms.ChoiceField(required=False, label="Assigned to")
-    sort = forms.ChoiceField(
-        choices=[(key, o.label) for key, o in QUEUE_ORDERINGS.items()],
-        required=False,
-        label="Sort",
-    )
+    sort = forms.ChoiceField(required=False, label="Sort")
 
     def __init__(self, *args, assignees: list[tuple[str, str]] = (), **kwargs) -> None:
         super().__init__(*args, **kwargs)
         fixed = [("", "Anyone or nobody"), ("me", "Me or my groups"), ("none", "Nobody")]
         self.fields["assignee"].choices = fixed + list(assignees)
+        self.fields["sort"].choices = [(key, o.label) for key, o in QUEUE_ORDERINGS.items()]
         for name, spec in QUEUE_FILTERS.items():
             options = [(value, label) for value, (label, _) in spec.options.items()]
             self.fields[name] = forms.ChoiceField(

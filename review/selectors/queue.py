@@ -15,7 +15,7 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -108,11 +108,13 @@ QUEUE_FILTERS: dict[str, QueueFilter] = {
 
 @dataclass(frozen=True)
 class QueueOrdering:
-    """Columns (the last one unique) the queue is sorted and paged by."""
+    """Columns (the last one unique) the queue is sorted and paged by. A computed key (a
+    score, say) is named in `fields` and defined in `annotations`: {name: () -> expression}."""
 
     label: str
     fields: tuple[str, ...]
     descending: bool = False
+    annotations: dict[str, Callable[[], object]] = field(default_factory=dict)
 
 
 QUEUE_ORDERINGS: dict[str, QueueOrdering] = {
@@ -216,6 +218,8 @@ def decode_cursor(cursor: str, ordering: QueueOrdering) -> list[object] | None:
     for name, value in zip(ordering.fields, values, strict=True):
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             return None
+        if name in ordering.annotations:
+            continue
         try:  # a hand-edited cursor must not reach the query with the wrong type
             Dialogue._meta.get_field(name).get_prep_value(value)
         except (TypeError, ValueError, ValidationError):
@@ -263,6 +267,8 @@ def queue_page(
     cursor = decode_cursor(before if backwards else after, ordering)
     descending = ordering.descending != backwards
     rows_qs = _with_row_figures(base.filter(status_q(filters.status, now=now)))
+    if ordering.annotations:
+        rows_qs = rows_qs.annotate(**{k: make() for k, make in ordering.annotations.items()})
     if cursor is not None:
         rows_qs = rows_qs.filter(keyset_q(ordering.fields, cursor, descending=descending))
     sign = "-" if descending else ""

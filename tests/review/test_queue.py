@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db.models import Count
 from django.urls import reverse
 
 from generation.models import Dialogue
 from review import services
 from review.models import DialogueReview, Flag, ReviewEvent, ReviewPolicy
 from review.selectors import QueueFilters, queue_page
-from review.selectors.queue import QUEUE_ORDERINGS, decode_cursor
+from review.selectors.queue import QUEUE_ORDERINGS, QueueOrdering, decode_cursor
 from review.services import NotAllowed
 from tests.factories import RunFactory, UserFactory, dialogue_with_turns
 from tests.review.helpers import HX, turn_of, url
@@ -71,6 +72,25 @@ def test_orderings_page_through_everything_in_order(rclient, sort, expected):
     cursor = response.context["page"].next_cursor
     second = _ids(rclient.get(QUEUE, {"status": "all", "sort": sort, "after": cursor}))
     assert first + second == expected(dialogues)
+
+
+def test_an_ordering_by_a_computed_key_is_one_table_entry(rclient, monkeypatch):
+    dialogues = [dialogue_with_turns(n) for n in (2, 5, 3, 5, 1)]
+    longest = QueueOrdering(
+        "Longest first", ("n_turns", "id"), descending=True,
+        annotations={"n_turns": lambda: Count("turns")},
+    )  # fmt: skip
+    monkeypatch.setitem(QUEUE_ORDERINGS, "longest", longest)
+    response = rclient.get(QUEUE, {"sort": "longest"})
+    expected = sorted(dialogues, key=lambda d: (-d.turns.count(), -d.pk))
+    assert _ids(response) == [d.pk for d in expected]
+    page = queue_page(QueueFilters(ordering="longest"), user=response.wsgi_request.user, size=2)
+    seen = [d.pk for d in page.rows]
+    while page.next_cursor:
+        page = queue_page(QueueFilters(ordering="longest"), user=response.wsgi_request.user,
+                          size=2, after=page.next_cursor)  # fmt: skip
+        seen += [d.pk for d in page.rows]
+    assert seen == [d.pk for d in expected]
 
 
 # Not base64, an empty list, [1, true], and ["x", 1] (a topic where a run id belongs).
