@@ -29,7 +29,6 @@ from .domains import (
     assignees,
     domain_groups,
     domain_q,
-    may_review,
     policy_of,
     required_reviews_expression,
 )
@@ -56,6 +55,6 @@ __all__ = [
     "PAGE_SIZE", "Policy", "QUEUE_FILTERS", "QUEUE_ORDERINGS", "QUEUE_STATUSES", "Activity", "MyReviews",
     "QueueFilter", "QueueFilters", "QueueOrdering", "QueuePage", "activity_timeline",
     "annotate_dialogue", "assignees", "dialogue_for_review", "dialogue_status_only", "domain_groups",
-    "domain_q", "has_warnings_subquery", "may_review", "policy_of", "required_reviews_expression", "my_reviews", "queue_page",
+    "domain_q", "has_warnings_subquery", "policy_of", "required_reviews_expression", "my_reviews", "queue_page",
     "review_of", "reviewable_dialogues", "search_q", "status_q", "turn_for_review",
 ]  # fmt: skip

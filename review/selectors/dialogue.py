@@ -15,14 +15,17 @@ from django.shortcuts import get_object_or_404
 
 from generation.models import Dialogue, Turn
 from review.models import DialogueReview, Flag, IndependentReview, ReviewEvent, TurnRevision
+from review.selectors.domains import required_reviews_expression
 
 
 def review_of(dialogue: Dialogue) -> DialogueReview:
-    """The dialogue's review, or an unsaved pending one if nobody has touched it yet."""
+    """The dialogue's review, or an unsaved pending one if nobody has touched it yet (with the
+    number of reviews its policy requires, when the query annotated `required_reviews`)."""
     try:
         return dialogue.review
     except DialogueReview.DoesNotExist:
-        return DialogueReview(dialogue=dialogue)
+        required = getattr(dialogue, "required_reviews", 1)
+        return DialogueReview(dialogue=dialogue, reviews_required=required)
 
 
 def _live_turns(blind_for: AbstractBaseUser | None = None) -> QuerySet:
@@ -60,7 +63,7 @@ def dialogue_for_review(*, pk: int, viewer: AbstractBaseUser | None = None) -> D
     dialogue = get_object_or_404(
         Dialogue.objects.select_related(
             "run", "scenario", "review__claimed_by", "review__decided_by"
-        ),
+        ).annotate(required_reviews=required_reviews_expression()),
         pk=pk,
     )
     review = review_of(dialogue)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import F, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from generation.models import Dialogue
@@ -77,22 +77,20 @@ def domain_groups(dialogue: Dialogue) -> set[int]:
 
 
 def required_reviews_expression() -> Coalesce:
-    """Each dialogue's required number of reviews, as an SQL expression (one query): the
-    review row's figure once its review started, else its policy's."""
-    by_run: dict[int, list[int]] = {}
-    by_scenario: dict[int, list[int]] = {}
-    for (kind, pk), policy in _policies().items():
-        target = by_run if kind == "run" else by_scenario
-        target.setdefault(policy.reviews_required, []).append(pk)
-    whens = [When(run_id__in=pks, then=Value(n)) for n, pks in sorted(by_run.items())]
-    whens += [When(scenario_id__in=pks, then=Value(n)) for n, pks in sorted(by_scenario.items())]
-    policy = Case(*whens, default=Value(1)) if whens else Value(1)
-    return Coalesce(F("review__reviews_required"), policy)
+    """Each dialogue's required number of reviews, as an SQL expression on Dialogue: the
+    review row's figure once its review started, else its run's policy's, else its
+    scenario's, else 1."""
 
+    def policy(**target: OuterRef) -> Subquery:
+        return Subquery(ReviewPolicy.objects.filter(**target).values("reviews_required")[:1])
 
-def may_review(user: AbstractBaseUser, dialogue: Dialogue) -> bool:
-    """Whether `user` may claim `dialogue` (one query; none for staff)."""
-    return user.is_staff or _allows(domain_groups(dialogue), user)
+    return Coalesce(
+        F("review__reviews_required"),
+        policy(run_id=OuterRef("run_id")),
+        policy(scenario_id=OuterRef("scenario_id")),
+        Value(1),
+        output_field=IntegerField(),
+    )
 
 
 def assignees() -> tuple[list, list]:

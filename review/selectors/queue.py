@@ -30,7 +30,7 @@ from generation.models import Dialogue, Turn
 from review.models import DialogueReview, Flag
 from review.permissions import user_groups
 from review.selectors.dialogue import review_of
-from review.selectors.domains import domain_q
+from review.selectors.domains import domain_q, required_reviews_expression
 
 QUEUE_STATUSES = {
     "awaiting": "Awaiting review",
@@ -311,6 +311,7 @@ def _with_row_figures(qs: QuerySet) -> QuerySet:
         "review__assigned_group",
     ).annotate(
         has_warnings=has_warnings_subquery(),
+        required_reviews=required_reviews_expression(),
         turn_count=Coalesce(Subquery(live_turns), 0),
         open_flag_count=Coalesce(Subquery(open_flags), 0),
     )
