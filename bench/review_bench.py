@@ -137,6 +137,8 @@ def setup_data(reviewers: int, turns: int) -> list[dict]:
 def setup_queue(count: int) -> list[str]:
     """`count` complete two-turn dialogues under "bench-queue" (kept while the number is the
     same; a tenth with a warning, a tenth flagged), and the queue URLs the reviewers load."""
+    from django.db import connection
+
     from generation.models import Dialogue, GenerationRun, Scenario
     from review.selectors import QUEUE_ORDERINGS
     from review.selectors.queue import encode_cursor
@@ -149,6 +151,8 @@ def setup_queue(count: int) -> list[str]:
             scenario.delete()
         _seed_queue(count)
         scenario = Scenario.objects.get(slug="bench-queue")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")  # as autovacuum would soon after a bulk load
     deep = (
         Dialogue.objects.filter(scenario=scenario)
         .order_by(*QUEUE_ORDERINGS["queue"].fields)

@@ -15,14 +15,23 @@ TURN_SEARCH_INDEX = (
 )
 
 
+# The queue's "with / without warnings" filter reads the few live turns that carry a warning.
+TURN_WARNED_INDEX = (
+    "CREATE INDEX IF NOT EXISTS review_turn_warned ON generation_turn (dialogue_id) "
+    "WHERE discarded_at IS NULL AND warnings <> '[]'::jsonb"
+)
+
+
 def turn_search_index_create(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute(TURN_SEARCH_INDEX)
+        schema_editor.execute(TURN_WARNED_INDEX)
 
 
 def turn_search_index_drop(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute("DROP INDEX IF EXISTS review_turn_text_search")
+        schema_editor.execute("DROP INDEX IF EXISTS review_turn_warned")
 
 
 class Migration(migrations.Migration):
