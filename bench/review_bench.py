@@ -5,12 +5,17 @@
 
 Each simulated reviewer holds its own 60-turn dialogue (Markdown and maths in every turn, some
 warnings and flags) and loops: GET the trivial /review/healthz/ view, GET the dialogue screen,
-POST a turn correction (the htmx save, which answers with the turn and the review panel). The
-three are timed separately from the client side, and the dialogue screen and the save are
-reported as p50/p95 and as ratios to the trivial view served by the same server in the same run
-(target: p95 <= 3x trivial). A single-reviewer pass first gives the unloaded figures.
+POST a turn correction (the htmx save, which answers with the turn and the review panel), and
+with --queue-dialogues N, GET the queue page over N more dialogues (filters, search-free; page 1
+and a page deep in the queue, by keyset cursor, in turn). They are timed separately from the
+client side, and each is reported as p50/p95 and as a ratio to the trivial view served by the
+same server in the same run (target: p95 <= 3x trivial). A single-reviewer pass first gives the
+unloaded figures.
 
-Bench rows live under the scenario "bench-review" and are replaced on every run; gunicorn
+    .venv/bin/python bench/review_bench.py --reviewers 20 --iterations 30 --queue-dialogues 100000
+
+Bench rows live under the scenario "bench-review" and are replaced on every run (the queue's
+dialogues under "bench-queue" are kept while their number is unchanged); gunicorn
 serves with DEBUG off and collected static files, like production. Not a test: figures go to
 docs/benchmarks.md.
 """
@@ -70,6 +75,7 @@ def setup_data(reviewers: int, turns: int) -> list[dict]:
     from generation.models import Dialogue, GenerationRun, Persona, Scenario, Side, Turn
     from review import services
     from review.models import REVIEWER_GROUP, Flag
+    from review.selectors import QueueFilters
 
     call_command("migrate", verbosity=0)
     with transaction.atomic():
@@ -117,8 +123,10 @@ def setup_data(reviewers: int, turns: int) -> list[dict]:
             plan.append(
                 {"user": user, "dialogue": dialogue.pk, "turn": created[0].pk, "version": 1}
             )
+    only_bench = QueueFilters(scenario_id=scenario.pk)
     for entry in plan:
-        assert services.review_claim_next(actor=entry["user"]).pk == entry["dialogue"]
+        claimed = services.review_claim_next(actor=entry["user"], filters=only_bench)
+        assert claimed.pk == entry["dialogue"]
         client = Client()
         client.force_login(entry["user"])
         entry["session"] = client.cookies["sessionid"].value
@@ -126,13 +134,88 @@ def setup_data(reviewers: int, turns: int) -> list[dict]:
     return plan
 
 
+def setup_queue(count: int) -> list[str]:
+    """`count` complete two-turn dialogues under "bench-queue" (kept while the number is the
+    same; a tenth with a warning, a tenth flagged), and the queue URLs the reviewers load."""
+    from django.db import connection
+
+    from generation.models import Dialogue, GenerationRun, Scenario
+    from review.selectors import QUEUE_ORDERINGS
+    from review.selectors.queue import encode_cursor
+
+    scenario = Scenario.objects.filter(slug="bench-queue").first()
+    if scenario is None or scenario.dialogues.count() != count:
+        if scenario is not None:
+            Dialogue.objects.filter(scenario=scenario).delete()
+            GenerationRun.objects.filter(scenario=scenario).delete()
+            scenario.delete()
+        _seed_queue(count)
+        scenario = Scenario.objects.get(slug="bench-queue")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")  # as autovacuum would soon after a bulk load
+    deep = (
+        Dialogue.objects.filter(scenario=scenario)
+        .order_by(*QUEUE_ORDERINGS["queue"].fields)
+        .values_list(*QUEUE_ORDERINGS["queue"].fields)[count // 2]
+    )
+    cursor = encode_cursor(list(deep))
+    return [
+        "/review/",
+        f"/review/?scenario={scenario.pk}&warnings=no&flags=none&status=awaiting",
+        f"/review/?scenario={scenario.pk}&warnings=no&status=all&after={cursor}",
+        "/review/?assignee=none&sort=newest&flags=open",
+    ]
+
+
+def _seed_queue(count: int) -> None:
+    from django.db import transaction
+
+    from generation.models import Dialogue, GenerationRun, Persona, Scenario, Side, Turn
+    from review.models import Flag
+
+    with transaction.atomic():
+        scenario = Scenario.objects.create(
+            slug="bench-queue", name="Bench: queue", opening_instruction="{topic}",
+            topics=["identities"], max_turns=200,
+        )  # fmt: skip
+        personas = [
+            Persona.objects.create(scenario=scenario, position=0, name="Teacher",
+                                   side=Side.ASSISTANT, system_prompt="You teach maths."),
+            Persona.objects.create(scenario=scenario, position=1, name="Student", side=Side.USER,
+                                   system_prompt="You are a student.", opens=True),
+        ]  # fmt: skip
+        run = GenerationRun.objects.create(
+            scenario=scenario, requested_count=count, provider="openai"
+        )
+        batch = 5000
+        for start in range(0, count, batch):
+            dialogues = Dialogue.objects.bulk_create(
+                Dialogue(run=run, scenario=scenario, index=i, topic=f"identities {i}",
+                         status=Dialogue.Status.COMPLETE)
+                for i in range(start, min(start + batch, count))
+            )  # fmt: skip
+            turns = Turn.objects.bulk_create(
+                Turn(dialogue=d, position=n, persona=personas[n % 2], side=personas[n % 2].side,
+                     original_text=TURN_TEMPLATE.format(n=n, d=d.index),
+                     text=TURN_TEMPLATE.format(n=n, d=d.index),
+                     warnings=["repetition"] if n == 1 and d.index % 10 == 3 else [])
+                for d in dialogues for n in range(2)
+            )  # fmt: skip
+            Flag.objects.bulk_create(
+                Flag(turn=t, category="factual", note="check") for t in turns[1::20]
+            )
+
+
 class Reviewer(threading.Thread):
     """One expert with a keep-alive connection; records latencies per kind of request."""
 
-    def __init__(self, port: int, entry: dict, iterations: int, start: threading.Barrier) -> None:
+    def __init__(
+        self, port: int, entry: dict, iterations: int, start: threading.Barrier, queue: list[str]
+    ) -> None:
         super().__init__(daemon=True)
         self.port, self.entry, self.iterations, self.start_barrier = port, entry, iterations, start
-        self.samples: dict[str, list[float]] = {"trivial": [], "dialogue": [], "save": []}
+        self.queue = queue
+        self.samples: dict[str, list[float]] = {k: [] for k in KINDS}
         self.errors: list[str] = []
         csrf = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32))
         self.headers = {
@@ -171,6 +254,8 @@ class Reviewer(threading.Thread):
             path = f"/review/dialogues/{d}/turns/{t}/edit/"
             if self.request(conn, "save", "POST", path, body) == 200:
                 self.entry["version"] += 1  # the turn's version token, kept across passes
+            if self.queue:
+                self.request(conn, "queue", "GET", self.queue[i % len(self.queue)])
         conn.close()
 
 
@@ -178,9 +263,12 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-def measure(port: int, plan: list[dict], iterations: int) -> dict:
+KINDS = ("trivial", "dialogue", "save", "queue")
+
+
+def measure(port: int, plan: list[dict], iterations: int, queue: list[str]) -> dict:
     barrier = threading.Barrier(len(plan))
-    threads = [Reviewer(port, entry, iterations, barrier) for entry in plan]
+    threads = [Reviewer(port, entry, iterations, barrier, queue) for entry in plan]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -191,14 +279,15 @@ def measure(port: int, plan: list[dict], iterations: int) -> dict:
     if errors and not all(t.samples["save"] for t in threads):
         sys.exit(f"benchmark requests failed: {errors[:5]}")
     result: dict = {"reviewers": len(plan), "elapsed_s": round(elapsed, 2), "errors": errors[:5]}
-    for kind in ("trivial", "dialogue", "save"):
+    kinds = [kind for kind in KINDS if any(t.samples[kind] for t in threads)]
+    for kind in kinds:
         values = [v for t in threads for v in t.samples[kind]]
         result[kind] = {
             "n": len(values),
             "p50_ms": round(percentile(values, 50) * 1000, 1),
             "p95_ms": round(percentile(values, 95) * 1000, 1),
         }
-    for kind in ("dialogue", "save"):
+    for kind in kinds[1:]:
         for p in ("p50", "p95"):
             result[kind][f"{p}_ratio"] = round(
                 result[kind][f"{p}_ms"] / result["trivial"][f"{p}_ms"], 2
@@ -213,6 +302,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=60)
     parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1) + 1)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--queue-dialogues", type=int, default=0)
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
         sys.exit("Set DATABASE_URL to a PostgreSQL database for the benchmark.")
@@ -220,6 +310,7 @@ def main() -> None:
     static_root = tempfile.mkdtemp(prefix="synthreview-bench-static-")
     os.environ["STATIC_ROOT"] = static_root
     plan = setup_data(args.reviewers, args.turns)
+    queue = setup_queue(args.queue_dialogues) if args.queue_dialogues else []
     subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"], cwd=ROOT, check=True
     )
@@ -238,16 +329,16 @@ def main() -> None:
             except OSError:
                 time.sleep(0.1)
         # Warm every worker (imports, template compilation, Markdown cache) before measuring.
-        measure(port, plan, 3)
+        measure(port, plan, 3, queue)
         print(f"{os.cpu_count()} CPUs; gunicorn gthread {args.workers} workers x {args.threads} "
               f"threads; {args.turns}-turn dialogues")  # fmt: skip
         results = {
-            "single": measure(port, plan[:1], args.iterations),
-            "loaded": measure(port, plan, args.iterations),
+            "single": measure(port, plan[:1], args.iterations, queue),
+            "loaded": measure(port, plan, args.iterations, queue),
         }
         for label, result in results.items():
             print(f"\n{label}: {result['reviewers']} reviewer(s), {result['elapsed_s']} s")
-            for kind in ("trivial", "dialogue", "save"):
+            for kind in (k for k in KINDS if k in result):
                 r = result[kind]
                 ratio = (f"  ratio p50 {r['p50_ratio']}x p95 {r['p95_ratio']}x"
                          if kind != "trivial" else "")  # fmt: skip

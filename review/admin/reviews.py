@@ -12,7 +12,14 @@ from django.utils import timezone
 
 from review import services
 from review.admin.exports import export_reviews_action
-from review.models import DialogueReview, Flag, ReviewEvent, TurnRevision
+from review.models import (
+    DialogueReview,
+    Flag,
+    IndependentReview,
+    ReviewEvent,
+    ReviewPolicy,
+    TurnRevision,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -54,7 +61,8 @@ def release_claims(modeladmin, request: HttpRequest, queryset: QuerySet) -> None
 @admin.register(DialogueReview)
 class DialogueReviewAdmin(admin.ModelAdmin):
     list_display = [
-        "dialogue", "status", "claimed_by", "claim_expires_at", "decided_by", "decided_at",
+        "dialogue", "status", "claimed_by", "claim_expires_at", "assigned_to", "assigned_group",
+        "reviews_required", "decided_by", "decided_at",
     ]  # fmt: skip
     list_filter = ["status", ClaimFilter]
     list_select_related = ["dialogue", "claimed_by", "decided_by"]
@@ -62,7 +70,7 @@ class DialogueReviewAdmin(admin.ModelAdmin):
     actions = [release_claims, export_reviews_action]
     readonly_fields = [
         "dialogue", "status", "claimed_by", "claim_expires_at", "decided_by", "decided_at",
-        "reason", "version",
+        "reason", "version", "assigned_to", "assigned_group", "reviews_required",
     ]  # fmt: skip
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -88,3 +96,21 @@ class ReviewEventAdmin(ReadOnlyAdmin):
     list_display = ["dialogue", "kind", "actor", "created_at", "note"]
     list_filter = ["kind"]
     list_select_related = ["dialogue", "actor"]
+
+
+@admin.register(ReviewPolicy)
+class ReviewPolicyAdmin(admin.ModelAdmin):
+    """Who reviews a scenario's (or one run's) dialogues, and how many times each."""
+
+    list_display = ["__str__", "scenario", "run", "reviews_required"]
+    list_select_related = ["scenario", "run"]
+    autocomplete_fields = ["scenario"]
+    raw_id_fields = ["run"]
+    filter_horizontal = ["groups"]
+
+
+@admin.register(IndependentReview)
+class IndependentReviewAdmin(ReadOnlyAdmin):
+    list_display = ["dialogue", "reviewer", "verdict", "submitted_at", "claim_expires_at"]
+    list_filter = ["verdict"]
+    list_select_related = ["dialogue", "reviewer"]

@@ -6,7 +6,14 @@ Import the public names from here; each lives in the module named beside it.
 
 from __future__ import annotations
 
-from .claims import claim_deadline, review_claim_next, review_for, review_release, reviews_release
+from .claims import (
+    claim_deadline,
+    review_claim_next,
+    review_for,
+    review_release,
+    reviews_assign,
+    reviews_release,
+)
 from .errors import (
     ClaimedByOther,
     DialogueConflict,
@@ -16,10 +23,11 @@ from .errors import (
     ReviewError,
     TurnConflict,
 )
+from .independent import dialogue_adjudicate
 from .judging import dialogue_judge
 from .suggestions import suggestion_accept, suggestion_dismiss
 from .turns import dialogue_regenerate, flag_dismiss, turn_correct, turn_flag, turn_revert
-from .verdicts import dialogue_approve, dialogue_reject, dialogue_reopen
+from .verdicts import dialogue_approve, dialogue_reject, dialogue_reopen, reviews_reject
 
 __all__ = [
     "ClaimedByOther",
@@ -30,6 +38,7 @@ __all__ = [
     "ReviewError",
     "TurnConflict",
     "claim_deadline",
+    "dialogue_adjudicate",
     "dialogue_approve",
     "dialogue_judge",
     "dialogue_regenerate",
@@ -39,6 +48,8 @@ __all__ = [
     "review_claim_next",
     "review_for",
     "review_release",
+    "reviews_assign",
+    "reviews_reject",
     "reviews_release",
     "suggestion_accept",
     "suggestion_dismiss",

@@ -46,6 +46,7 @@ def suggestion_accept(
             category=suggestion.category,
             note=f"Judge: {suggestion.rationale}"[:2000],
             created_by=actor,
+            review=getattr(review, "mine", None),  # in an independent review, one's own
         )
         suggestion.flag = flag
         _decide(suggestion, Suggestion.Status.ACCEPTED, actor)

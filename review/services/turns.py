@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from generation.models import Dialogue, Turn
 from generation.services import GenerationBusy, dialogue_regenerate_from
-from review.models import Flag, ReviewEvent, TurnRevision
+from review.models import Flag, IndependentReview, ReviewEvent, TurnRevision
 from review.services.claims import content_changed, lock_for_edit, record_event
 from review.services.errors import InvalidInput, NothingChanged, ReviewError, TurnConflict
 
@@ -29,7 +29,7 @@ def live_turn(dialogue: Dialogue, turn_id: int) -> Turn:
     return turn
 
 
-def _clean_text(text: str) -> str:
+def clean_text(text: str) -> str:
     # Line endings from browsers are \r\n; store \n so diffs do not show invisible changes.
     text = (text or "").replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
@@ -45,7 +45,7 @@ def _clean_text(text: str) -> str:
     return text
 
 
-def _set_text(turn: Turn, text: str, actor: AbstractBaseUser, kind: str) -> TurnRevision:
+def turn_text_set(turn: Turn, text: str, actor: AbstractBaseUser, kind: str) -> TurnRevision:
     before = turn.text
     turn.text = text
     turn.version += 1
@@ -53,6 +53,32 @@ def _set_text(turn: Turn, text: str, actor: AbstractBaseUser, kind: str) -> Turn
     return TurnRevision.objects.create(
         turn=turn, author=actor, kind=kind, before=before, after=text, version=turn.version
     )
+
+
+def proposed_text(turn: Turn, mine: IndependentReview | None) -> str:
+    """The turn as this expert sees it: in an independent review, their latest proposal."""
+    if mine is None:
+        return turn.text
+    latest = turn.revisions.filter(review=mine).order_by("-created_at", "-pk").first()
+    return latest.after if latest else turn.text
+
+
+def _change(
+    turn: Turn,
+    mine: IndependentReview | None,
+    actor: AbstractBaseUser,
+    before: str,
+    after: str,
+    kind: str = TurnRevision.Kind.EDIT,
+) -> None:
+    """Correct the turn, or in an independent review record a proposal and leave it as is."""
+    if mine is None:
+        turn_text_set(turn, after, actor, kind)
+        return
+    TurnRevision.objects.create(
+        turn=turn, author=actor, kind=kind, before=before, after=after,
+        version=turn.version, review=mine,
+    )  # fmt: skip
 
 
 def turn_correct(
@@ -64,18 +90,20 @@ def turn_correct(
     overwritten silently. The model's original text stays in `original_text`. Saving the text
     unchanged renews the claim and raises NothingChanged, so the screen can say so.
     """
-    text = _clean_text(text)
+    text = clean_text(text)
     with transaction.atomic():
         dialogue, review = lock_for_edit(dialogue_id, actor)
         turn = live_turn(dialogue, turn_id)
         if turn.version != expected_version:
             raise TurnConflict(turn, turn.revisions.select_related("author").last())
-        unchanged = text == turn.text
+        mine = getattr(review, "mine", None)
+        current = proposed_text(turn, mine)
+        unchanged = text == current
         if unchanged:
             review.save()  # renews the claim
         else:
-            _set_text(turn, text, actor, TurnRevision.Kind.EDIT)
-            turn.flags.filter(resolution=Flag.Resolution.OPEN).update(
+            _change(turn, mine, actor, current, text)
+            turn.flags.filter(resolution=Flag.Resolution.OPEN, review=mine).update(
                 resolution=Flag.Resolution.CORRECTED, resolved_by=actor, resolved_at=timezone.now()
             )
             content_changed(review)
@@ -94,10 +122,14 @@ def turn_revert(
         turn = live_turn(dialogue, turn_id)
         if turn.version != expected_version:
             raise TurnConflict(turn, turn.revisions.select_related("author").last())
-        if not turn.is_corrected:
+        mine = getattr(review, "mine", None)
+        current = proposed_text(turn, mine)
+        # In an independent review, "original" is the turn as it stands (nothing proposed).
+        original = turn.text if mine else turn.original_text
+        if current == original:
             raise ReviewError("This turn already shows the model's original text.")
-        _set_text(turn, turn.original_text, actor, TurnRevision.Kind.REVERT)
-        turn.flags.filter(resolution=Flag.Resolution.CORRECTED).update(
+        _change(turn, mine, actor, current, original, kind=TurnRevision.Kind.REVERT)
+        turn.flags.filter(resolution=Flag.Resolution.CORRECTED, review=mine).update(
             resolution=Flag.Resolution.OPEN, resolved_by=None, resolved_at=None
         )
         content_changed(review)
@@ -113,7 +145,11 @@ def turn_flag(
         dialogue, review = lock_for_edit(dialogue_id, actor)
         turn = live_turn(dialogue, turn_id)
         flag = Flag.objects.create(
-            turn=turn, category=category, note=note.strip()[:2000], created_by=actor
+            turn=turn,
+            category=category,
+            note=note.strip()[:2000],
+            created_by=actor,
+            review=getattr(review, "mine", None),
         )
         content_changed(review)
         return flag
@@ -130,7 +166,10 @@ def flag_dismiss(
         dialogue, review = lock_for_edit(dialogue_id, actor)
         try:
             flag = Flag.objects.select_for_update().get(
-                pk=flag_id, turn_id=turn_id, turn__dialogue=dialogue
+                pk=flag_id,
+                turn_id=turn_id,
+                turn__dialogue=dialogue,
+                review=getattr(review, "mine", None),  # in an independent review, one's own
             )
         except Flag.DoesNotExist:
             raise Http404("No such flag") from None
@@ -155,6 +194,11 @@ def dialogue_regenerate(
         turn = live_turn(dialogue, turn_id)
         if expected_version is not None and turn.version != expected_version:
             raise TurnConflict(turn, turn.revisions.select_related("author").last())
+        if review.is_independent:
+            raise ReviewError(
+                "Regeneration is not available during independent reviews: flag or correct "
+                "the turn instead."
+            )
         try:
             discarded = dialogue_regenerate_from(dialogue=dialogue, position=turn.position)
         except GenerationBusy:

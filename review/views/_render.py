@@ -4,6 +4,7 @@ htmx request swaps (the first partial is the target; the others go out-of-band).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -33,6 +34,9 @@ def page_context(
     now = timezone.now()
     held_by_other = review.claim_is_active(now) and review.claimed_by_id != request.user.pk
     generating = dialogue.status in GENERATING
+    independent = independent_context(dialogue, request.user, now)
+    if independent:
+        held_by_other = independent["refused"]
     ui = ui or {}
     for turn in dialogue.live_turns:
         # The open form, error or conflict belongs to one turn; the others render plainly.
@@ -51,11 +55,29 @@ def page_context(
         and not generating,
         "is_demo": dialogue.run.provider == "demo",
         "ui": ui,
+        "independent": independent,
         "flag_categories": Flag.Category.choices,
         "panel": panel or {},
         "claim_minutes": settings.SYNTHREVIEW_CLAIM_MINUTES,
         "max_chars": settings.SYNTHREVIEW_MAX_CORRECTION_CHARS,
     }
+
+
+def independent_context(dialogue: Dialogue, user: object, now: datetime) -> dict[str, Any]:
+    """What the panel says about independent reviews (empty for a single-review dialogue):
+    the viewer's own review, how many are in, and whether the viewer may (still) take part."""
+    review = dialogue.review_state
+    if not review.is_independent:
+        return {}
+    reviews = dialogue.independent_list
+    mine = next((r for r in reviews if r.reviewer_id == user.pk), None)
+    live = [r for r in reviews if r.is_live(now) and r is not mine]
+    submitted = [r for r in reviews if r.submitted_at]
+    done = mine is not None and mine.submitted_at is not None
+    full = mine is None and len(live) >= review.reviews_required
+    refused = review.status == DialogueReview.Status.PENDING and (done or full)
+    return {"mine": mine, "submitted": len(submitted), "required": review.reviews_required,
+            "done": done, "full": full, "refused": refused, "reviews": reviews}  # fmt: skip
 
 
 def render_dialogue(
@@ -67,7 +89,7 @@ def render_dialogue(
     ui: dict | None = None,
     panel: dict | None = None,
 ) -> HttpResponse:
-    dialogue = dialogue_for_review(pk=pk)
+    dialogue = dialogue_for_review(pk=pk, viewer=request.user)
     context = page_context(request, dialogue, ui=ui, panel=panel)
     partials = list(partials)
     retarget = ""

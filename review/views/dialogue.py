@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from review import services
 from review.forms import ReasonForm, VersionForm
 from review.permissions import reviewer_required
+from review.selectors import QueueFilters
 from review.services import ReviewError
 
 from ._render import action_result, call_service, render_dialogue, with_version
+from .queue import chosen_ordering, claim_next_response
 
 # What a verdict changes on the page: the panel (target), and the turns (read-only or not).
 VERDICT_PARTIALS = ("panel", "transcript")
@@ -46,6 +49,20 @@ def _verdict(
 @reviewer_required
 def approve(request: HttpRequest, pk: int) -> HttpResponse:
     return _verdict(request, pk, VersionForm, with_version(services.dialogue_approve), "Approved.")
+
+
+@require_POST
+@reviewer_required
+def approve_next(request: HttpRequest, pk: int) -> HttpResponse:
+    """Approve, then claim and open the next dialogue: one click (or Shift+A) per dialogue."""
+    error = call_service(
+        VersionForm(request.POST), with_version(services.dialogue_approve),
+        dialogue_id=pk, actor=request.user,
+    )  # fmt: skip
+    if error is not None:
+        return action_result(request, pk, error, partials=VERDICT_PARTIALS, success="")
+    messages.success(request, f"Approved dialogue #{pk}.")
+    return claim_next_response(request, QueueFilters(ordering=chosen_ordering(request)))
 
 
 @require_http_methods(["GET", "POST"])

@@ -112,8 +112,10 @@
       case "f": turnAction("flag"); break;
       case "y": turnAction("accept-suggestion", "This turn has no open judge suggestion."); break;
       case "x": turnAction("dismiss-suggestion", "This turn has no open judge suggestion."); break;
-      case "a": {
-        var approve = document.getElementById("approve-button");
+      case "a":
+      case "A": {
+        // Shift+A approves and opens the next dialogue in one step.
+        var approve = document.getElementById(event.key === "A" ? "approve-next-button" : "approve-button");
         if (!approve) return;
         if (approve.disabled) {
           var hint = document.getElementById("approve-hint");
@@ -138,6 +140,15 @@
       default: return;
     }
     event.preventDefault();
+  });
+
+  document.addEventListener("change", function (event) {
+    // The queue's "tick every dialogue on this page" box.
+    var all = event.target.matches && event.target.matches("[data-check-all]") && event.target;
+    if (!all) return;
+    document.querySelectorAll('input[type=checkbox][form="' + all.dataset.checkAll + '"]').forEach(function (box) {
+      box.checked = all.checked;
+    });
   });
 
   document.addEventListener("click", function (event) {

@@ -88,7 +88,8 @@ def test_admin_launch_lands_on_the_run_page_and_the_admin_says_demo(live_server,
     page.get_by_label("Scenario").select_option(str(scenario.pk))
     page.get_by_label("Number of dialogues").fill("2")
     page.get_by_role("button", name="Launch run").click()
+    page.wait_for_url(re.compile(r"/runs/\d+/$"))
     run = GenerationRun.objects.get()
-    page.wait_for_url(f"{live_server.url}{run.get_absolute_url()}")
+    assert page.url == f"{live_server.url}{run.get_absolute_url()}"
     expect(page.locator("h1")).to_contain_text(f"Run #{run.pk}")
     assert tab.csp_violations() == []

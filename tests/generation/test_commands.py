@@ -7,7 +7,7 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
 from generation.models import Dialogue, GenerationRun, Scenario
-from review.models import REVIEWER_GROUP
+from review.models import REVIEWER_GROUP, ReviewPolicy
 from tests.factories import ScenarioFactory
 
 
@@ -52,6 +52,9 @@ def test_seed_demo_is_idempotent(settings):
     user = User.objects.get(username="demo")
     assert user.check_password("demo") and user.is_staff and user.is_superuser
     assert user.groups.filter(name=REVIEWER_GROUP).exists()
+    # A second reviewer, and a scenario whose dialogues need two independent reviews.
+    assert User.objects.get(username="expert").check_password("expert")
+    assert ReviewPolicy.objects.get(scenario__slug="gp-hypertension").reviews_required == 2
     # Some demo dialogues carry a deliberate mistake for reviewers to find.
     texts = " ".join(Dialogue.objects.values_list("turns__text", flat=True))
     assert (

@@ -80,7 +80,7 @@ def test_expert_reviews_a_dialogue_end_to_end(live_server, new_tab):
     page.locator("#generation.running").wait_for(state="detached")
 
     # Approve.
-    page.get_by_role("button", name=re.compile("^Approve")).click()
+    page.locator("#approve-button").click()
     page.locator("#panel .badge.ok").wait_for()
     assert "Approved by ms_rivera" in page.locator("#panel").inner_text()
     assert page.locator('[data-action="edit"]').count() == 0  # read-only now
@@ -194,7 +194,7 @@ def test_back_after_approve_shows_the_page_as_it_is_now(live_server, new_tab):
     # From the queue, Review next (htmx, pushes the dialogue's address), then Approve.
     page.get_by_role("button", name=re.compile("^Review next")).click()
     page.wait_for_url(f"{live_server.url}{url('dialogue', dialogue)}")
-    page.get_by_role("button", name=re.compile("^Approve")).click()
+    page.locator("#approve-button").click()
     page.locator("#panel .badge.ok").wait_for()
     page.go_back()
     page.wait_for_url(f"{live_server.url}/review/")
@@ -224,7 +224,7 @@ def test_scripts_cannot_read_the_csrf_cookie_and_htmx_still_posts(live_server, n
     cookies = {c["name"]: c for c in page.context.cookies()}
     assert cookies["csrftoken"]["httpOnly"] is True
     assert "csrftoken" not in page.evaluate("document.cookie")
-    page.get_by_role("button", name=re.compile("^Approve")).click()  # htmx, token in a header
+    page.locator("#approve-button").click()  # htmx, token in a header
     page.locator("#panel .badge.ok").wait_for()
     assert DialogueReview.objects.get(pk=dialogue.pk).status == "approved"
 

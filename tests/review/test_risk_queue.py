@@ -1,5 +1,6 @@
 """Riskiest first: the queue and "Review next" ordered by the judge's most severe standing mark,
-then automatic warnings, then run order; and the queue filtered by what the judge marked."""
+then automatic warnings, then a near-duplicate mark, then run order; and the queue filtered by
+what the judge marked."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from django.utils import timezone
 
 from generation.models import Turn
 from review import services
-from review.models import Suggestion
+from review.models import DialogueSignature, Suggestion
 from review.selectors import QueueFilters, queue_page
 from tests.factories import RunFactory, dialogue_with_turns
 
@@ -19,8 +20,8 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def queue():
     """Six dialogues of one run, in run order A..F; their risk is worked out by hand:
-    C (severity 3), B (1), D (warnings only), then A, E, F in run order (nothing standing:
-    E's mark was dismissed, F's sits on a turn a regeneration discarded)."""
+    C (severity 3), B (1), D (warnings only), E (a near-duplicate of A; its judge mark was
+    dismissed), then A, F in run order (F's mark sits on a turn a regeneration discarded)."""
     run = RunFactory()
     names = "ABCDEF"
     dialogues = {name: dialogue_with_turns(3, run=run, index=i) for i, name in enumerate(names)}
@@ -38,12 +39,15 @@ def queue():
     mark("E", 3, status=Suggestion.Status.DISMISSED)
     mark("F", 2)
     dialogues["F"].turns.filter(position=1).update(discarded_at=timezone.now())
+    DialogueSignature.objects.create(
+        dialogue=dialogues["E"], minhash=b"", completed_us=1, twin=dialogues["A"], similarity=0.9
+    )
     return {d.pk: name for name, d in dialogues.items()}
 
 
 def order_of(names, filters):
-    rows, _, _ = queue_page(filters)
-    return "".join(names[row.pk] for row in rows)
+    page = queue_page(filters, user=None)
+    return "".join(names[row.pk] for row in page.rows)
 
 
 def test_run_order_is_the_default(queue):
@@ -51,13 +55,14 @@ def test_run_order_is_the_default(queue):
 
 
 def test_riskiest_first(queue):
-    assert order_of(queue, QueueFilters(order="risk")) == "CBDAEF"
+    assert order_of(queue, QueueFilters(ordering="risk")) == "CBDEAF"
 
 
 def test_filter_by_what_the_judge_marked(queue):
     # F's factual mark is on a discarded turn; E's dismissed one still says what the judge saw.
-    assert order_of(queue, QueueFilters(judge_category="factual")) == "CE"
-    assert order_of(queue, QueueFilters(judge_category="tone", order="risk")) == "CB"
+    assert order_of(queue, QueueFilters(choices=(("judge", "factual"),))) == "CE"
+    tone_by_risk = QueueFilters(choices=(("judge", "tone"),), ordering="risk")
+    assert order_of(queue, tone_by_risk) == "CB"
 
 
 def test_review_next_follows_the_order(queue, reviewer):
@@ -65,24 +70,25 @@ def test_review_next_follows_the_order(queue, reviewer):
 
     others = [UserFactory(reviewer=True) for _ in range(3)]
     claimed = [
-        services.review_claim_next(actor=user, filters=QueueFilters(order="risk"))
+        services.review_claim_next(actor=user, filters=QueueFilters(ordering="risk"))
         for user in [reviewer, *others]
     ]
-    assert "".join(queue[d.pk] for d in claimed) == "CBDA"
+    assert "".join(queue[d.pk] for d in claimed) == "CBDE"
     # A second click keeps the dialogue already held.
-    again = services.review_claim_next(actor=reviewer, filters=QueueFilters(order="risk"))
+    again = services.review_claim_next(actor=reviewer, filters=QueueFilters(ordering="risk"))
     assert queue[again.pk] == "C"
 
 
 def test_the_queue_page_orders_and_filters(rclient, queue, django_assert_max_num_queries):
-    params = {"order": "risk", "judge": "tone"}
+    from tests.review.test_queries import QUEUE_PAGE_QUERIES
+
+    params = {"sort": "risk", "judge": "tone"}
     rclient.get(reverse("review:queue"), params)  # remembers the order in the session
-    # As in test_queries: session, user, group check, counts, rows, run and scenario choices.
-    with django_assert_max_num_queries(7):
+    with django_assert_max_num_queries(QUEUE_PAGE_QUERIES):
         response = rclient.get(reverse("review:queue"), params)
     html = response.content.decode()
     assert '<option value="risk" selected>Riskiest first</option>' in html
-    assert '<input type="hidden" name="order" value="risk">' in html
+    assert '<input type="hidden" name="sort" value="risk">' in html
     positions = [
         html.index(f"/review/dialogues/{pk}/") for pk, name in queue.items() if name in "CB"
     ]
@@ -90,7 +96,7 @@ def test_the_queue_page_orders_and_filters(rclient, queue, django_assert_max_num
 
 
 def test_review_next_on_a_dialogue_page_follows_the_queue_order(rclient, queue):
-    rclient.get(reverse("review:queue"), {"order": "risk"})
+    rclient.get(reverse("review:queue"), {"sort": "risk"})
     response = rclient.post(reverse("review:next"))
     assert response.status_code == 302
     first = next(pk for pk, name in queue.items() if name == "C")
@@ -107,7 +113,7 @@ def test_concurrent_clicks_in_risk_order_get_distinct_dialogues():
     for severity, pk in zip((3, 2, 1), risky, strict=True):
         turn = Turn.objects.get(dialogue_id=pk)
         Suggestion.objects.create(turn=turn, category="factual", severity=severity)
-    landed = _click_all(_reviewers(CLICKERS), {"order": "risk"})
+    landed = _click_all(_reviewers(CLICKERS), {"sort": "risk"})
     got = [location for location in landed.values() if location]
     assert len(got) == len(set(got)) == CLICKERS
     assert {reverse("review:dialogue", args=[pk]) for pk in risky} <= set(got)

@@ -50,7 +50,7 @@ def test_queue_filters_and_counts(rclient, reviewer):
 
     response = rclient.get(reverse("review:queue"))
     assert response.context["counts"] == {
-        "awaiting": 2, "in_review": 0, "approved": 1, "rejected": 0, "all": 3,
+        "awaiting": 2, "in_review": 0, "adjudication": 0, "approved": 1, "rejected": 0, "all": 3,
     }  # fmt: skip
     assert [d.pk for d in response.context["rows"]] == [plain.pk, warned.pk]
     response = rclient.get(reverse("review:queue"), {"warnings": "yes"})

@@ -11,14 +11,14 @@ offline demo provider, whatever LLM settings are present, since the demo has no 
 
 from __future__ import annotations
 
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandParser
 from django.test.utils import override_settings
 
 from generation import services
-from generation.models import Endpoint, GenerationRun
+from generation.models import Endpoint, GenerationRun, Scenario
 from review.judge.prompt import DEFAULT_RUBRIC
-from review.models import JudgeConfig, Suggestion
+from review.models import JudgeConfig, ReviewPolicy, Suggestion
 from review.permissions import reviewer_group_setup
 
 # How each example scenario's demo run samples its variables: the tutoring run covers every
@@ -49,8 +49,15 @@ class Command(BaseCommand):
         if created or not user.check_password("demo"):
             user.set_password("demo")
         user.save()
-        user.groups.add(reviewer_group_setup())
-        self.stdout.write(f"Scenarios: {', '.join(s.slug for s in scenarios)}; login demo/demo.")
+        group = reviewer_group_setup()
+        user.groups.add(group)
+        second = self._second_reviewer(group)
+        self._independent_reviews(scenarios[-1])
+        self.stdout.write(
+            f"Scenarios: {', '.join(s.slug for s in scenarios)}; login demo/demo (admin) and "
+            f"{second.username}/{second.username} (reviewer). Dialogues of "
+            f"{scenarios[-1].slug!r} need two independent reviews."
+        )
         # An example second endpoint to look at in the admin (its Test shows the error while no
         # server listens there); the demo's personas stay on the default (offline) endpoint.
         Endpoint.objects.get_or_create(
@@ -90,3 +97,15 @@ class Command(BaseCommand):
                     )
         finally:
             app.conf.task_always_eager = eager
+
+    def _second_reviewer(self, group: Group) -> User:
+        """A plain reviewer, so two people can review the same dialogue independently."""
+        user, created = User.objects.get_or_create(username="expert")
+        if created or not user.check_password("expert"):
+            user.set_password("expert")
+            user.save()
+        user.groups.add(group)
+        return user
+
+    def _independent_reviews(self, scenario: Scenario) -> None:
+        ReviewPolicy.objects.update_or_create(scenario=scenario, defaults={"reviews_required": 2})
