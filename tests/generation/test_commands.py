@@ -7,7 +7,7 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
 from generation.models import Dialogue, GenerationRun, Scenario
-from review.models import REVIEWER_GROUP, ReviewPolicy
+from review.models import REVIEWER_GROUP, DialogueReview, ReviewPolicy
 from tests.factories import ScenarioFactory
 
 
@@ -55,6 +55,14 @@ def test_seed_demo_is_idempotent(settings):
     # A second reviewer, and a scenario whose dialogues need two independent reviews.
     assert User.objects.get(username="expert").check_password("expert")
     assert ReviewPolicy.objects.get(scenario__slug="gp-hypertension").reviews_required == 2
+    # One approved dialogue per single-review run (never a near-duplicate), so the README's
+    # export command has something to write right after `make demo`.
+    approved = DialogueReview.objects.filter(status=DialogueReview.Status.APPROVED)
+    assert sorted(approved.values_list("dialogue__scenario__slug", flat=True)) == [
+        "card-fraud-report", "trig-tutoring",
+    ]  # fmt: skip
+    assert not approved.filter(dialogue__signature__twin__isnull=False).exists()
+    assert {r.decided_by.username for r in approved} == {"expert"}
     # Some demo dialogues carry a deliberate mistake for reviewers to find.
     texts = " ".join(Dialogue.objects.values_list("turns__text", flat=True))
     assert (

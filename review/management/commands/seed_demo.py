@@ -17,9 +17,11 @@ from django.test.utils import override_settings
 
 from generation import services
 from generation.models import Endpoint, GenerationRun, Scenario
+from review import services as review_services
 from review.judge.prompt import DEFAULT_RUBRIC
 from review.models import JudgeConfig, ReviewPolicy, Suggestion
 from review.permissions import reviewer_group_setup
+from review.selectors import QueueFilters, policy_of
 
 # How each example scenario's demo run samples its variables: the tutoring run covers every
 # level equally, the fraud run over-samples its rare customer (the rebalancing a real fraud
@@ -90,13 +92,30 @@ class Command(BaseCommand):
                     )
                     run.refresh_from_db()
                     marks = Suggestion.objects.filter(turn__dialogue__run=run).count()
+                    approved = self._sample_approval(run, second)
                     self.stdout.write(
                         f"Demo run #{run.pk} ({scenario.slug}): {run.done_count} dialogues, "
                         f"{run.get_status_display().lower()}; the judge suggested {marks} "
-                        f"flag{'s' if marks != 1 else ''}."
+                        f"flag{'s' if marks != 1 else ''}"
+                        + (f"; {second.username} approved #{approved.pk}." if approved else ".")
                     )
         finally:
             app.conf.task_always_eager = eager
+
+    def _sample_approval(self, run: GenerationRun, reviewer: User):
+        """One decision per single-review run, so the export and the dashboards have something
+        to show from the start; the rest is left for the demo's reviewer."""
+        if policy_of(run.dialogues.first()).reviews_required > 1:
+            return None
+        filters = QueueFilters(run_id=run.pk, choices=(("duplicates", "no"),))
+        dialogue = review_services.review_claim_next(actor=reviewer, filters=filters)
+        if dialogue is None:
+            return None
+        version = review_services.review_for(dialogue).version
+        review_services.dialogue_approve(
+            dialogue_id=dialogue.pk, actor=reviewer, expected_version=version
+        )
+        return dialogue
 
     def _second_reviewer(self, group: Group) -> User:
         """A plain reviewer, so two people can review the same dialogue independently."""
