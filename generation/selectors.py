@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -13,6 +14,7 @@ from .engine import dispatch, pacing
 from .engine.endpoints import call_target
 from .llm import Connection, endpoint_connection
 from .models import Dialogue, Endpoint, GenerationRun, Persona, Scenario
+from .signals import EndpointCaller, endpoint_callers
 
 
 def run_list() -> QuerySet[GenerationRun]:
@@ -115,7 +117,7 @@ class EndpointUse:
 
     endpoint: Endpoint
     connection: Connection
-    callers: list[tuple[str, str]] = field(default_factory=list)  # (persona name, model)
+    callers: list[tuple[str, str]] = field(default_factory=list)  # (persona or judge, model)
 
 
 def endpoint_uses(
@@ -124,32 +126,56 @@ def endpoint_uses(
     endpoint_override: Endpoint | None = None,
     model_override: str = "",
     personas: list[Persona] | None = None,
+    others: list[EndpointCaller] | None = None,
 ) -> list[EndpointUse]:
-    """The endpoints a run of `scenario` calls, in persona order (`personas`: already loaded,
-    with their endpoints)."""
+    """The endpoints a run of `scenario` calls: its personas' in persona order (`personas`:
+    already loaded, with their endpoints), then other apps' callers (`others`: already asked
+    for, else asked here through `signals.endpoint_callers`). The run's overrides apply to
+    the personas only: another caller picked its own endpoint and model."""
     run = GenerationRun(
         scenario=scenario, endpoint_override=endpoint_override, model_override=model_override
     )
     if personas is None:
         personas = list(scenario.personas.select_related("endpoint").order_by("position"))
+    if others is None:
+        others = other_callers(scenarios=[scenario]).get(scenario.pk, [])
+    callers = [(persona.name, *call_target(run=run, persona=persona)) for persona in personas]
+    callers += [(other.name, other.endpoint, other.model) for other in others]
     uses: dict[int, EndpointUse] = {}
-    for persona in personas:
-        endpoint, model = call_target(run=run, persona=persona)
+    for name, endpoint, model in callers:
         use = uses.get(endpoint.pk)
         if use is None:
             use = uses[endpoint.pk] = EndpointUse(endpoint, endpoint_connection(endpoint))
-        use.callers.append((persona.name, model))
+        use.callers.append((name, model))
     return list(uses.values())
 
 
+def other_callers(*, scenarios: list[Scenario]) -> dict[int, list[EndpointCaller]]:
+    """Callers other apps add to runs of these scenarios (a judge), by scenario id."""
+    found: dict[int, list[EndpointCaller]] = defaultdict(list)
+    for _receiver, callers in endpoint_callers.send(sender=Scenario, scenarios=scenarios):
+        for caller in callers or ():
+            found[caller.scenario_id].append(caller)
+    return found
+
+
 def launch_plans() -> list[tuple[Scenario, list[EndpointUse]]]:
-    """Every scenario with the endpoints its runs call (the launch form's table; two queries)."""
+    """Every scenario with the endpoints its runs call (the launch form's table; two queries,
+    and one per app that adds callers)."""
     personas = Persona.objects.select_related("endpoint").order_by("position")
-    scenarios = Scenario.objects.order_by("name").prefetch_related(
-        Prefetch("personas", queryset=personas)
+    scenarios = list(
+        Scenario.objects.order_by("name").prefetch_related(Prefetch("personas", queryset=personas))
     )
+    others = other_callers(scenarios=scenarios)
     return [
-        (scenario, endpoint_uses(scenario=scenario, personas=list(scenario.personas.all())))
+        (
+            scenario,
+            endpoint_uses(
+                scenario=scenario,
+                personas=list(scenario.personas.all()),
+                others=others.get(scenario.pk, []),
+            ),
+        )
         for scenario in scenarios
     ]
 

@@ -13,7 +13,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from generation.models import Dialogue, GenerationRun, Scenario, Turn
+from generation.models import Dialogue, Endpoint, GenerationRun, Scenario, Turn, default_endpoint_id
 
 REVIEWER_GROUP = "Reviewer"
 
@@ -269,7 +269,18 @@ class JudgeConfig(models.Model):
         Scenario, on_delete=models.CASCADE, primary_key=True, related_name="judge_config"
     )
     enabled = models.BooleanField(default=True)
-    model = models.CharField(max_length=200, blank=True, help_text="Empty: SYNTHREVIEW_LLM_MODEL.")
+    endpoint = models.ForeignKey(
+        Endpoint,
+        on_delete=models.PROTECT,
+        related_name="judges",
+        default=default_endpoint_id,
+        help_text="The server the judge's calls go to (paced to its limits, like a persona's).",
+    )
+    model = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Empty: the endpoint's default model, else SYNTHREVIEW_LLM_MODEL.",
+    )
     rubric = models.TextField(
         help_text="What the judge looks for, in plain words; the transcript and the answer "
         "format are added to it."

@@ -1,4 +1,5 @@
-"""What review does when generation announces something (connected in ReviewConfig.ready).
+"""What review does when generation announces something or asks (connected in
+ReviewConfig.ready).
 
 A completed dialogue (first generation or regeneration) is already committed and counted when
 these run, in the worker that finished it: they only enqueue review's follow-up tasks. A broker
@@ -12,7 +13,9 @@ import logging
 
 from django.dispatch import receiver
 
-from generation.signals import dialogue_completed
+from generation.engine.endpoints import endpoint_model
+from generation.models import Scenario
+from generation.signals import EndpointCaller, dialogue_completed, endpoint_callers
 from review.models import JudgeConfig
 from review.tasks import check_near_duplicates, judge_dialogue
 
@@ -37,3 +40,22 @@ def check_completed_dialogue(sender: object, dialogue_id: int, **kwargs: object)
         check_near_duplicates.delay(dialogue_id)
     except Exception:
         log.exception("could not enqueue the near-duplicate check of dialogue %s", dialogue_id)
+
+
+@receiver(endpoint_callers, dispatch_uid="review.judge_endpoint_callers")
+def judge_endpoint_callers(
+    sender: object, scenarios: list[Scenario], **kwargs: object
+) -> list[EndpointCaller]:
+    """The enabled judges of these scenarios call their endpoint too (one query): the launch
+    refuses a missing key variable, the launch form and the run page list them."""
+    if not scenarios:
+        return []
+    judges = JudgeConfig.objects.filter(
+        enabled=True, scenario__in=[scenario.pk for scenario in scenarios]
+    ).select_related("endpoint")
+    return [
+        EndpointCaller(
+            judge.scenario_id, "Judge", judge.endpoint, endpoint_model(judge.endpoint, judge.model)
+        )
+        for judge in judges
+    ]

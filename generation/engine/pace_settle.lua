@@ -58,9 +58,10 @@ end
 if outcome == '429' then
     redis.call('HINCRBY', state, 'n429', 1)
     if retry_after >= 0 then cool = math.max(cool, now + retry_after) end
-    -- No headers to follow: halve the concurrency, once per wave of calls (only a call sent
-    -- after the last cut can cut again).
-    if not has_headers and started >= (field('cut') or 0) then
+    -- Halve the concurrency, headers or not, once per wave of calls (only a call sent after
+    -- the last cut can cut again): a 429 under a budget the pacing keeps means calls reached
+    -- the server bunched together, and fewer in flight bunch less.
+    if started >= (field('cut') or 0) then
         local in_flight = redis.call('ZCARD', KEYS[2])
         local cap = math.min(field('cap') or in_flight, in_flight)
         redis.call('HSET', state, 'cap', math.max(1, math.floor(cap / 2)), 'cut', now)

@@ -4,7 +4,7 @@ An endpoint may cap its concurrent requests and its requests and tokens per minu
 on the endpoint, or announced by the server in `x-ratelimit-limit-*` headers). Before a call:
 
 1. it takes one of the endpoint's request slots (the run's request gate, `gate.RequestGate`,
-   keyed by the endpoint): `max_concurrent`, lowered while 429s without headers have cut it;
+   keyed by the endpoint): `max_concurrent`, lowered while 429s have cut it;
 2. it reserves one request and its estimated tokens (prompt characters / 4 + `max_tokens`) in
    two token buckets and sleeps until they cover it (`pace_reserve.lua`). Buckets refill
    continuously at the per-minute rate and hold `BURST_SECONDS` of it, so calls go out evenly
@@ -14,9 +14,9 @@ on the endpoint, or announced by the server in `x-ratelimit-limit-*` headers). B
 After it (`pace_settle.lua`): the estimate is reconciled with the response's `usage`; the
 server's `x-ratelimit-remaining-*` lower the buckets when they say less is left (another client
 on the key), and with no known limit, "none left" waits for `x-ratelimit-reset-*`; a 429's
-`Retry-After` pauses every call to the endpoint until then; a 429 without rate-limit headers
-halves the endpoint's concurrency (once per wave of calls), and each success adds back about
-one call per window (AIMD); the run's counters feed the run page.
+`Retry-After` pauses every call to the endpoint until then; any 429 (with rate-limit headers
+or without) halves the endpoint's concurrency (once per wave of calls), and each success adds
+back about one call per window (AIMD); the run's counters feed the run page.
 
 Why not `limits` or `pyrate-limiter`: both count hits against a window, but this needs, in one
 atomic step, tokens given back after the call (the estimate against the usage), a budget set
@@ -248,7 +248,7 @@ class Pacing:
     tokens_per_minute: int
     learned_requests_per_minute: int
     learned_tokens_per_minute: int
-    concurrency_cap: int | None  # after 429s without headers; None: not cut
+    concurrency_cap: int | None  # after 429s; None: not cut
     cooldown_seconds: float  # Retry-After still to wait
     server_remaining_requests: int | None  # as of the last headers
     server_remaining_tokens: int | None

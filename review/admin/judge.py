@@ -19,7 +19,15 @@ class JudgeConfigForm(forms.ModelForm):
 
     class Meta:
         model = JudgeConfig
-        fields = ["scenario", "enabled", "model", "rubric", "categories", "severity_max"]
+        fields = [
+            "scenario",
+            "enabled",
+            "endpoint",
+            "model",
+            "rubric",
+            "categories",
+            "severity_max",
+        ]
 
 
 @admin.register(JudgeConfig)
@@ -27,8 +35,8 @@ class JudgeConfigAdmin(admin.ModelAdmin):
     """A scenario's judge (optional): it reads every completed dialogue and suggests flags."""
 
     form = JudgeConfigForm
-    list_display = ["scenario", "enabled", "model", "severity_max"]
-    list_select_related = ["scenario"]
+    list_display = ["scenario", "enabled", "endpoint", "model", "severity_max"]
+    list_select_related = ["scenario", "endpoint"]
     autocomplete_fields = ["scenario"]
 
     def get_changeform_initial_data(self, request):

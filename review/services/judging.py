@@ -1,5 +1,6 @@
 """A judge pass over a completed dialogue: read it, ask the judge, store its marks as
-suggestions, count what it cost in the run.
+suggestions, count what it cost in the run. The judge calls its own endpoint and model
+(`JudgeConfig.endpoint`, paced to that endpoint's limits like a persona's calls).
 
 Safe to run twice and concurrently (the task is `review.judge_dialogue`): a pass claims the
 dialogue's Judgement row for the transcript it reads (live turn ids and versions) under the
@@ -23,12 +24,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from generation.engine.endpoints import endpoint_model
 from generation.engine.gate import request_gate
 from generation.engine.usage import run_totals_add
-from generation.llm import ChatRequest, get_client
+from generation.llm import ChatRequest
 from generation.models import Dialogue, Turn
 from generation.services import requests_gated
-from review.judge.asking import JudgeAnswer, judge_ask
+from review.judge.asking import JudgeAnswer, Target, judge_ask
 from review.judge.parsing import ParsedMarks, parse_marks
 from review.judge.prompt import MAX_TOKENS, judge_messages, response_schema
 from review.models import JudgeConfig, Judgement, Suggestion
@@ -56,7 +58,7 @@ def dialogue_judge(*, dialogue_id: int) -> Judgement | None:
         return None
     config = claimed.config
     request = ChatRequest(
-        model=config.model or settings.SYNTHREVIEW_LLM_MODEL,
+        model=endpoint_model(config.endpoint, config.model),
         messages=judge_messages(config=config, scenario=claimed.dialogue.scenario,
                                 turns=claimed.turns),
         temperature=0.0,
@@ -78,7 +80,8 @@ def dialogue_judge(*, dialogue_id: int) -> Judgement | None:
     if requests_gated():  # the judge's calls share the run's request slots
         slots = request_gate(run_id=run.pk, limit=run.max_in_flight)
     try:
-        answer = judge_ask(get_client(run.provider), request, parse=parse, slots=slots)
+        target = Target(endpoint=config.endpoint, run=run, slots=slots)
+        answer = judge_ask(target, request, parse=parse)
     except Exception as exc:
         # Not an LLM fault (those are in the answer): the gate's Redis, a bug. Record it, so
         # the dialogue does not show a judge "running" for ever, and let the task log it.
@@ -118,7 +121,7 @@ def judgement_claim(*, dialogue_id: int) -> Pass | None:
     with transaction.atomic():
         dialogue = (
             Dialogue.objects.select_for_update(of=("self",))
-            .select_related("run", "scenario__judge_config")
+            .select_related("run", "scenario__judge_config__endpoint")
             .filter(pk=dialogue_id)
             .first()
         )

@@ -1,6 +1,7 @@
 """Endpoints with real `celery worker` processes, PostgreSQL, Redis and fake OpenAI servers:
-each persona's calls reach its own server only; an endpoint's requests per minute hold across
-two worker processes; a missing key is refused before anything reaches a worker."""
+each persona's and the judge's calls reach their own server only; an endpoint's requests per
+minute hold across two worker processes; a missing key is refused before anything reaches a
+worker."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ import time
 import pytest
 
 from generation import selectors, services
-from generation.engine.endpoints import endpoint_complete
-from generation.llm import ChatRequest
 from generation.models import Dialogue, Endpoint, GenerationRun, Persona
+from review.models import JudgeConfig, Judgement
 from tests.factories import ScenarioFactory
 from tests.tooling.fake_openai import FakeOpenAI
 from tests.tooling.workers import CeleryWorker, unique_queue
@@ -71,33 +71,49 @@ def scenario_on(first: Endpoint, second: Endpoint, turns: int):
     return scenario
 
 
-def test_each_persona_and_a_judge_reach_only_their_own_endpoint(workers):
+def test_each_persona_and_the_judge_reach_only_their_own_endpoint(workers):
     with FakeOpenAI(latency=0.02) as server_a, FakeOpenAI(latency=0.02) as server_b:
         a = Endpoint.objects.create(name="a", base_url=server_a.url, default_model="model-a")
         b = Endpoint.objects.create(name="b", base_url=server_b.url, default_model="model-b")
         scenario = scenario_on(a, b, turns=4)
+        JudgeConfig.objects.create(
+            scenario=scenario, endpoint=b, model="judge-model", rubric="Check it."
+        )
         teacher, student = scenario.personas.order_by("position")
         run = services.run_launch(scenario=scenario, count=6, max_in_flight=4)
         wait_for_end(run, 60, workers)
         assert run.status == GenerationRun.Status.FINISHED
         assert run.dialogues.filter(status=Dialogue.Status.COMPLETE).count() == 6
-        # The student opens: turns 0 and 2 are its own (server b), 1 and 3 the teacher's (a).
+        wait_for_judgements(run, 6, 30, workers)
+        # The student opens: turns 0 and 2 are its own (server b), 1 and 3 the teacher's (a);
+        # the judge (on b) reads each of the 6 dialogues once.
         log_a, log_b = server_a.state.payloads, server_b.state.payloads
-        assert len(log_a) == len(log_b) == 12
+        assert len(log_a) == 12 and len(log_b) == 12 + 6
+        assert server_a.state.judge_requests == 0 and server_b.state.judge_requests == 6
         assert {p["model"] for p in log_a} == {"model-a"}
-        assert {p["model"] for p in log_b} == {"model-b"}
         assert {p["messages"][0]["content"] for p in log_a} == {teacher.system_prompt}
-        assert {p["messages"][0]["content"] for p in log_b} == {student.system_prompt}
-        # A judge on endpoint b, with a model of its own, counted on the run's page.
-        judge = ChatRequest(model="judge-model", messages=[{"role": "user", "content": "ok?"}],
-                            temperature=0, max_tokens=5)  # fmt: skip
-        endpoint_complete(endpoint=b, request=judge, run=run)
-        assert len(server_b.state.payloads) == 13 and len(server_a.state.payloads) == 12
-        assert server_b.state.payloads[-1]["model"] == "judge-model"
+        students = [p for p in log_b if p["model"] == "model-b"]
+        judges = [p for p in log_b if p["model"] == "judge-model"]
+        assert len(students) == 12 and len(judges) == 6
+        assert {p["messages"][0]["content"] for p in students} == {student.system_prompt}
+        assert all("response_format" in p for p in judges)
+        # The run page counts each endpoint's calls, the judge's on b.
         rows = {row.use.endpoint.name: row for row in selectors.run_endpoint_pacing(run=run)}
         assert rows["a"].pacing.requests_total == 12
-        assert rows["b"].pacing.requests_total == 13
+        assert rows["b"].pacing.requests_total == 18
         assert rows["a"].use.callers == [("Teacher", "model-a")]
+        assert rows["b"].use.callers == [("Student", "model-b"), ("Judge", "judge-model")]
+
+
+def wait_for_judgements(run: GenerationRun, count: int, timeout: float, workers) -> None:
+    deadline = time.monotonic() + timeout
+    done = Judgement.objects.filter(dialogue__run=run, status=Judgement.Status.DONE)
+    while time.monotonic() < deadline:
+        if done.count() == count:
+            return
+        time.sleep(0.1)
+    logs = "\n".join(w.output()[-3000:] for w in workers)
+    raise AssertionError(f"{done.count()} of {count} judgements in {timeout}s\n{logs}")
 
 
 def test_requests_per_minute_hold_across_two_worker_processes(workers):

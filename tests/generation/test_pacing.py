@@ -1,5 +1,5 @@
 """Endpoint pacing: the provider's headers parsed; on a real Redis, budgets reserved and
-reconciled, headers followed, concurrency cut by half on a 429 without headers and recovered
+reconciled, headers followed, concurrency cut by half on any 429 and recovered
 additively, Retry-After honoured by every call to the endpoint."""
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def test_retry_after_pauses_every_call_to_the_endpoint(endpoint_id):
 
 
 @pytest.mark.redis
-def test_a_429_without_headers_halves_concurrency_once_per_wave_then_recovers_additively(
+def test_a_429_halves_concurrency_once_per_wave_then_recovers_additively(
     endpoint_id,
 ):
     paced = Pacer(endpoint_id)
@@ -197,3 +197,16 @@ def test_a_429_without_headers_halves_concurrency_once_per_wave_then_recovers_ad
     assert float(paced.state()["cap"]) == 2
     for ticket in held[1:]:
         paced.pacer.after(ticket, result=ok(1))
+
+
+@pytest.mark.redis
+def test_a_429_with_headers_halves_concurrency_too(endpoint_id):
+    """Under the budget the headers announce, a 429 means calls arrived bunched: fewer in
+    flight, as without headers."""
+    paced = Pacer(endpoint_id, requests_per_minute=6000)  # a bucket of 50
+    tickets = [paced.call()[0] for _ in range(6)]
+    headers = RateLimits(limit_requests=6000, remaining_requests=0, reset_requests=0.01)
+    paced.pacer.after(tickets[0], error=TransientLLMError("HTTP 429", status=429,
+                                                          rate_limits=headers))  # fmt: skip
+    assert float(paced.state()["cap"]) == 3
+    assert pacing.pacing_snapshot(limits=paced.pacer.limits, run_id=7).concurrency_cap == 3

@@ -31,8 +31,9 @@ def test_run_page_shows_progress_failures_and_links(
     run = make_run()
     client.force_login(reviewer)
     # Session, user, the permission check (2), run, dialogue count, progress, failures,
-    # the personas with their endpoints, the navigation's reviewer check, dialogues.
-    with django_assert_max_num_queries(11):
+    # the personas with their endpoints, other callers (review's judges), the navigation's
+    # reviewer check, dialogues.
+    with django_assert_max_num_queries(12):
         response = client.get(run.get_absolute_url())
     html = response.content.decode()
     assert response.status_code == 200

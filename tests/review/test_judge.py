@@ -15,6 +15,7 @@ from review.services import dialogue_judge
 from review.services.judging import judgement_claim, judgement_record
 from tests.factories import dialogue_with_turns
 from tests.generation.conftest import fake_openai, openai_provider  # noqa: F401  (fixtures)
+from tests.tooling.fake_openai import FakeOpenAI
 
 ALL = ["factual", "reasoning", "off_topic", "role_break", "unsafe", "tone", "other"]
 
@@ -271,18 +272,23 @@ def test_seed_demo_leaves_judged_dialogues():
 def test_the_admin_sets_up_a_judge(admin_client):
     from django.urls import reverse
 
+    from generation.models import Endpoint
     from tests.factories import ScenarioFactory
 
     scenario = ScenarioFactory()
+    judges = Endpoint.objects.create(name="judges", base_url="http://judge-host:8000/v1")
     add = reverse("admin:review_judgeconfig_add")
-    assert "You check synthetic training dialogues" in admin_client.get(add).content.decode()
+    form = admin_client.get(add).content.decode()
+    assert "You check synthetic training dialogues" in form
+    assert 'option value="judges"' not in form and ">judges</option>" in form
     response = admin_client.post(add, {
-        "scenario": scenario.pk, "enabled": "on", "model": "", "rubric": "Check the maths.",
-        "categories": ["factual", "reasoning"], "severity_max": "4",
+        "scenario": scenario.pk, "enabled": "on", "endpoint": judges.pk, "model": "",
+        "rubric": "Check the maths.", "categories": ["factual", "reasoning"], "severity_max": "4",
     })  # fmt: skip
     assert response.status_code == 302
     config = JudgeConfig.objects.get(scenario=scenario)
     assert config.allowed_categories() == ["factual", "reasoning"] and config.severity_max == 4
+    assert config.endpoint == judges
     assert admin_client.get(reverse("admin:review_judgement_changelist")).status_code == 200
 
 
@@ -313,3 +319,92 @@ def test_a_regenerated_dialogue_is_judged_again(
     for suggestion in live.select_related("turn"):
         assert suggestion.created_at >= judgement.started_at
     assert judgement.mark_count == live.count()
+
+
+JUDGE_KEY = "SYNTHREVIEW_TEST_JUDGE_KEY_NOT_SET"
+
+
+@pytest.mark.django_db
+def test_the_judge_calls_its_own_endpoint_with_its_model(judged, fake_openai, settings):  # noqa: F811
+    """The personas' server (the default endpoint) sees no judge call; the judge's endpoint
+    gets it with the endpoint's default model, and the run counts its usage."""
+    from generation.models import Endpoint
+
+    settings.SYNTHREVIEW_MODEL_PRICES = {"judge-default": (1000.0, 2000.0)}
+    with FakeOpenAI(latency=0.0) as judge_server:
+        judge_server.configure(judge_marks=MARKS)
+        judges = Endpoint.objects.create(
+            name="judges", base_url=judge_server.url, default_model="judge-default"
+        )
+        JudgeConfig.objects.filter(scenario=judged.scenario).update(endpoint=judges, model="")
+        judgement = dialogue_judge(dialogue_id=judged.pk)
+        assert judgement.status == Judgement.Status.DONE and judgement.mark_count == 2
+        assert fake_openai.state.judge_requests == 0 and fake_openai.state.payloads == []
+        assert [p["model"] for p in judge_server.state.payloads] == ["judge-default"]
+    assert judgement.model == "judge-default"
+    run = GenerationRun.objects.get(pk=judged.run_id)
+    assert run.prompt_tokens == judgement.prompt_tokens > 0
+    expected = (judgement.prompt_tokens * 1000 + judgement.completion_tokens * 2000) / 1e6
+    assert run.cost_usd == judgement.cost_usd == Decimal(f"{expected:.6f}")
+
+
+@pytest.fixture
+def judge_on_a_keyless_endpoint(db, monkeypatch, settings):
+    """A scenario whose personas call the demo provider and whose judge needs a key not set."""
+    from generation.models import Endpoint
+    from tests.factories import ScenarioFactory
+
+    settings.OPENAI_BASE_URL = settings.OPENAI_API_KEY = ""
+    monkeypatch.delenv(JUDGE_KEY, raising=False)
+    paid = Endpoint.objects.create(
+        name="paid-judge", base_url="https://llm.example.org/v1", api_key_env=JUDGE_KEY,
+        default_model="big-judge", requests_per_minute=500,
+    )  # fmt: skip
+    scenario = ScenarioFactory(name="Judged trig")
+    JudgeConfig.objects.create(scenario=scenario, endpoint=paid, rubric="Check it.")
+    return scenario
+
+
+def test_a_judge_missing_its_key_is_refused_at_launch(judge_on_a_keyless_endpoint):
+    scenario = judge_on_a_keyless_endpoint
+    message = f"Endpoint 'paid-judge' \\(called by Judge\\) needs .* variable {JUDGE_KEY}"
+    with pytest.raises(generation_services.EndpointNotReady, match=message):
+        generation_services.run_launch(scenario=scenario, count=2)
+    assert not GenerationRun.objects.exists()
+    # A disabled judge calls nothing: the run starts on the demo provider.
+    JudgeConfig.objects.filter(scenario=scenario).update(enabled=False)
+    run = generation_services.run_launch(scenario=scenario, count=1)
+    assert run.provider == "demo"
+
+
+def test_the_launch_form_lists_the_judges_endpoint(
+    admin_client, judge_on_a_keyless_endpoint, django_assert_max_num_queries
+):
+    from django.urls import reverse
+
+    from tests.factories import ScenarioFactory
+
+    ScenarioFactory.create_batch(3)  # the judges are read in one query for every scenario
+    url = reverse("admin:generation_generationrun_add")
+    with django_assert_max_num_queries(12):
+        page = admin_client.get(url).content.decode()
+    assert "Judge → big-judge" in page and f"{JUDGE_KEY} not set" in page
+    assert "500 requests/min" in page
+    scenario = judge_on_a_keyless_endpoint
+    response = admin_client.post(url, {"scenario": scenario.pk, "count": "1", "max_in_flight": "1"})
+    assert response.status_code == 200
+    assert "called by Judge" in " ".join(response.context["form"].non_field_errors())
+
+
+def test_the_run_page_lists_the_judge_with_the_personas(
+    client, admin_user, judge_on_a_keyless_endpoint, django_assert_max_num_queries
+):
+    from tests.factories import RunFactory
+
+    run = RunFactory(scenario=judge_on_a_keyless_endpoint)
+    client.force_login(admin_user)
+    with django_assert_max_num_queries(12):
+        html = client.get(run.get_absolute_url()).content.decode()
+    table = html[html.index('id="run-endpoints"') :]
+    assert "paid-judge" in table and "Judge → big-judge" in table
+    assert "Teacher → " in table and table.index("Teacher → ") < table.index("Judge → ")
