@@ -2,7 +2,7 @@
 PostgreSQL, recall and precision on that corpus, and the check's CPU per completed dialogue
 against the CPU of generating a turn.
 
-    SECRET_KEY=x DATABASE_URL=postgres://postgres@127.0.0.1:5432/dup_bench \\
+    SECRET_KEY=x DATABASE_URL=postgres://postgres@127.0.0.1:5432/duplicates_bench \\
         flock /tmp/bench.lock .venv/bin/python bench/duplicates_bench.py \\
         [--dialogues 100000] [--copies-per-100 5] [--reseed] [--checks 300]
 
