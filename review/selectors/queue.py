@@ -264,13 +264,13 @@ def reviewable_dialogues(filters: QueueFilters, *, user: AbstractBaseUser | None
     return qs
 
 
-def queue_ordered(qs: QuerySet, ordering: str) -> QuerySet:
-    """`qs` in one of QUEUE_ORDERINGS (the queue's order by default): the queue page and
-    Review next sort alike."""
+def queue_ordered(qs: QuerySet, ordering: str, *, backwards: bool = False) -> QuerySet:
+    """`qs` in one of QUEUE_ORDERINGS (the queue's order by default), with its computed keys;
+    `backwards` reverses it (a previous page). The queue page and Review next sort alike."""
     spec = QUEUE_ORDERINGS.get(ordering, QUEUE_ORDERINGS["queue"])
     if spec.annotations:
-        qs = qs.alias(**{name: make() for name, make in spec.annotations.items()})
-    sign = "-" if spec.descending else ""
+        qs = qs.annotate(**{name: make() for name, make in spec.annotations.items()})
+    sign = "-" if spec.descending != backwards else ""
     return qs.order_by(*(f"{sign}{name}" for name in spec.fields))
 
 
@@ -339,13 +339,14 @@ def queue_page(
     backwards = bool(before) and not after
     cursor = decode_cursor(before if backwards else after, ordering)
     descending = ordering.descending != backwards
-    rows_qs = _with_row_figures(base.filter(status_q(filters.status, now=now)))
-    if ordering.annotations:
-        rows_qs = rows_qs.annotate(**{k: make() for k, make in ordering.annotations.items()})
+    rows_qs = queue_ordered(
+        _with_row_figures(base.filter(status_q(filters.status, now=now))),
+        filters.ordering,
+        backwards=backwards,
+    )
     if cursor is not None:
         rows_qs = rows_qs.filter(keyset_q(ordering.fields, cursor, descending=descending))
-    sign = "-" if descending else ""
-    rows = list(rows_qs.order_by(*(f"{sign}{name}" for name in ordering.fields))[: size + 1])
+    rows = list(rows_qs[: size + 1])
     more = len(rows) > size
     rows = rows[:size]
     if backwards:
