@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .duplicates import DialogueSignature, RunNgram, SignatureBand
 from .exports import DatasetExport
-from .judge import JudgeConfig, Judgement, Suggestion
+from .judge import JudgeConfig, Judgement, Suggestion, SuggestionDecision
 from .reviews import (
     REVIEWER_GROUP,
     DialogueReview,
@@ -32,5 +32,6 @@ __all__ = [
     "RunNgram",
     "SignatureBand",
     "Suggestion",
+    "SuggestionDecision",
     "TurnRevision",
 ]

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from generation.models import Dialogue, Endpoint, Scenario, Turn, default_endpoint_id
 
-from .reviews import Flag
+from .reviews import Flag, IndependentReview
 
 
 class JudgeConfig(models.Model):
@@ -110,31 +110,68 @@ class Judgement(models.Model):
 
 
 class Suggestion(models.Model):
-    """One judge mark on a turn, until an expert accepts it (it becomes a Flag) or dismisses it."""
-
-    class Status(models.TextChoices):
-        UNDECIDED = "undecided", "Undecided"
-        ACCEPTED = "accepted", "Accepted"
-        DISMISSED = "dismissed", "Dismissed"
+    """One judge mark on a turn. Experts answer it with a SuggestionDecision each: accept (it
+    becomes their flag) or dismiss."""
 
     turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="suggestions")
     category = models.CharField(max_length=20, choices=Flag.Category.choices)
     severity = models.PositiveSmallIntegerField()
     rationale = models.TextField(blank=True)
-    status = models.CharField(
-        max_length=20, choices=Status.choices, default=Status.UNDECIDED, db_index=True
-    )
-    flag = models.OneToOneField(
-        Flag, null=True, blank=True, on_delete=models.SET_NULL, related_name="suggestion"
-    )
-    decided_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    decided_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-severity", "created_at", "pk"]
 
     def __str__(self) -> str:
-        return f"Judge: {self.get_category_display()} on turn {self.turn_id} ({self.status})"
+        return f"Judge: {self.get_category_display()} on turn {self.turn_id}"
+
+
+class SuggestionDecision(models.Model):
+    """An expert's answer to a judge suggestion, within one review.
+
+    A decision belongs where the expert's flags do: to their IndependentReview when the
+    dialogue needs several (`review`), so each expert answers the judge blind and sees only
+    their own answers until all reviews are in; to the dialogue's one review otherwise
+    (`review` empty). Either way a suggestion is answered at most once per review.
+    """
+
+    class Status(models.TextChoices):
+        ACCEPTED = "accepted", "Accepted"
+        DISMISSED = "dismissed", "Dismissed"
+
+    suggestion = models.ForeignKey(Suggestion, on_delete=models.CASCADE, related_name="decisions")
+    review = models.ForeignKey(
+        IndependentReview,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="suggestion_decisions",
+    )
+    status = models.CharField(max_length=20, choices=Status.choices)
+    # The flag an acceptance raised (the expert's own, in their review).
+    flag = models.OneToOneField(
+        Flag, null=True, blank=True, on_delete=models.SET_NULL, related_name="suggestion_decision"
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["decided_at", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["suggestion", "review"],
+                name="suggestion_decided_once_per_review",
+                violation_error_message="This suggestion is already decided in this review.",
+            ),
+            models.UniqueConstraint(
+                fields=["suggestion"],
+                condition=models.Q(review__isnull=True),
+                name="suggestion_decided_once",
+                violation_error_message="This suggestion is already decided.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_status_display()} suggestion {self.suggestion_id}"

@@ -21,6 +21,7 @@ from review.models import (
     IndependentReview,
     ReviewEvent,
     Suggestion,
+    SuggestionDecision,
     TurnRevision,
 )
 from review.selectors.domains import required_reviews_expression
@@ -37,8 +38,9 @@ def review_of(dialogue: Dialogue) -> DialogueReview:
 
 
 def _live_turns(blind_for: AbstractBaseUser | None = None) -> QuerySet:
-    """Live turns with their flags and revisions; `blind_for` keeps only that expert's own
-    among what independent reviews added (the shared ones have no review)."""
+    """Live turns with their flags, revisions and judge suggestions (with the experts'
+    decisions); `blind_for` keeps only that expert's own among what independent reviews added
+    (the shared ones have no review)."""
     own = Q(review__isnull=True) | Q(review__reviewer=blind_for) if blind_for else Q()
     return (
         Turn.objects.filter(discarded_at__isnull=True)
@@ -58,7 +60,15 @@ def _live_turns(blind_for: AbstractBaseUser | None = None) -> QuerySet:
             ),
             Prefetch(
                 "suggestions",
-                queryset=Suggestion.objects.select_related("decided_by"),
+                queryset=Suggestion.objects.prefetch_related(
+                    Prefetch(
+                        "decisions",
+                        queryset=SuggestionDecision.objects.filter(own).select_related(
+                            "decided_by"
+                        ),
+                        to_attr="decision_list",
+                    )
+                ),
                 to_attr="suggestion_list",
             ),
         )
@@ -68,12 +78,13 @@ def _live_turns(blind_for: AbstractBaseUser | None = None) -> QuerySet:
 
 def dialogue_for_review(*, pk: int, viewer: AbstractBaseUser | None = None) -> Dialogue:
     """A dialogue with its run, scenario, personas, review, judgement, near-duplicate mark,
-    live turns (with flags, revisions and judge suggestions), discarded turns and recent
-    events: a constant 9 queries, whatever its size (one more for a dialogue with independent
-    reviews).
+    live turns (with flags, revisions, judge suggestions and their decisions), discarded turns
+    and recent events: a constant 10 queries, whatever its size (one more for a dialogue with
+    independent reviews).
 
-    While independent reviews are under way, `viewer` sees only their own flags and proposed
-    corrections among those the reviews added, with their proposals in place of the text."""
+    While independent reviews are under way, `viewer` sees only their own flags, proposed
+    corrections and answers to the judge among those the reviews added, with their proposals
+    in place of the text."""
     dialogue = get_object_or_404(
         Dialogue.objects.select_related(
             "run",
@@ -113,11 +124,16 @@ def dialogue_for_review(*, pk: int, viewer: AbstractBaseUser | None = None) -> D
             )
         )
     prefetch_related_objects([dialogue], *prefetches)
-    annotate_dialogue(dialogue, blind_for=blind_for)
+    annotate_dialogue(dialogue, blind_for=blind_for, viewer=viewer)
     return dialogue
 
 
-def annotate_dialogue(dialogue: Dialogue, *, blind_for: AbstractBaseUser | None = None) -> None:
+def annotate_dialogue(
+    dialogue: Dialogue,
+    *,
+    blind_for: AbstractBaseUser | None = None,
+    viewer: AbstractBaseUser | None = None,
+) -> None:
     """Derived figures the page shows, computed from what was prefetched (no queries)."""
     dialogue.review_state = review_of(dialogue)
     dialogue.blind = blind_for is not None
@@ -133,17 +149,36 @@ def annotate_dialogue(dialogue: Dialogue, *, blind_for: AbstractBaseUser | None 
         if flag.resolution == Flag.Resolution.OPEN
     )
     dialogue.warning_count = sum(1 for turn in dialogue.live_turns if turn.warnings)
+    _mark_undecided(dialogue, viewer)
     dialogue.undecided_suggestion_count = sum(
         1
         for turn in dialogue.live_turns
         for suggestion in turn.suggestion_list
-        if suggestion.status == Suggestion.Status.UNDECIDED
+        if suggestion.undecided
     )
     dialogue.judgement_state = getattr(dialogue, "judgement", None)
     config = getattr(dialogue.scenario, "judge_config", None)
     dialogue.severity_max = config.severity_max if config else None
     dialogue.near_duplicate = near_duplicate_of(dialogue)
     dialogue.timeline = activity_timeline(dialogue)
+
+
+def _mark_undecided(dialogue: Dialogue, viewer: AbstractBaseUser | None) -> None:
+    """`suggestion.undecided`: while the dialogue is under review, the review under way (the
+    viewer's own, in an independent review) has not answered it; once decided, nobody has."""
+    review = dialogue.review_state
+    under_review = review.status == DialogueReview.Status.PENDING
+    own_review_id = None
+    if review.is_independent and viewer is not None:
+        mine = [r for r in dialogue.independent_list if r.reviewer_id == viewer.pk]
+        own_review_id = mine[0].pk if mine else -1  # no review yet: nothing answered
+    for turn in dialogue.live_turns:
+        for suggestion in turn.suggestion_list:
+            decisions = suggestion.decision_list
+            if under_review:
+                suggestion.undecided = all(d.review_id != own_review_id for d in decisions)
+            else:
+                suggestion.undecided = not decisions
 
 
 def near_duplicate_of(dialogue: Dialogue) -> DialogueSignature | None:
@@ -170,8 +205,8 @@ TIMELINE_LENGTH = 30
 
 
 def activity_timeline(dialogue: Dialogue) -> list[Activity]:
-    """Claims, verdicts and regenerations (events) merged with the flags, dismissals,
-    corrections and reverts on the live turns, newest first. Built from what the page already
+    """Claims, verdicts and regenerations (events) merged with the flags, dismissals (of flags
+    and of judge suggestions), corrections and reverts on the live turns, newest first. Built from what the page already
     prefetched, so the timeline costs no query."""
     items = [
         Activity(event.created_at, event.get_kind_display(), event.actor, event.note)
@@ -187,6 +222,11 @@ def activity_timeline(dialogue: Dialogue) -> list[Activity]:
                 items.append(
                     Activity(flag.resolved_at, dismissed, flag.resolved_by, flag.dismiss_reason)
                 )
+        for suggestion in turn.suggestion_list:
+            for decision in suggestion.decision_list:
+                if decision.status == SuggestionDecision.Status.DISMISSED:
+                    what = f"Dismissed the judge's {suggestion.get_category_display().lower()} mark on {label}"
+                    items.append(Activity(decision.decided_at, what, decision.decided_by))
         for revision in turn.revision_list:
             verb = "Reverted" if revision.kind == TurnRevision.Kind.REVERT else "Corrected"
             items.append(Activity(revision.created_at, f"{verb} {label}", revision.author))

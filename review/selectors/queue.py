@@ -28,7 +28,13 @@ from django.utils import timezone
 
 from generation import variables
 from generation.models import Dialogue, Turn
-from review.models import DialogueReview, DialogueSignature, Flag, Suggestion
+from review.models import (
+    DialogueReview,
+    DialogueSignature,
+    Flag,
+    Suggestion,
+    SuggestionDecision,
+)
 from review.permissions import user_groups
 from review.selectors.dialogue import review_of
 from review.selectors.domains import domain_q, required_reviews_expression
@@ -156,7 +162,7 @@ def risk_rank() -> object:
     negated)."""
     severest = (
         Suggestion.objects.filter(turn__dialogue=OuterRef("pk"), turn__discarded_at__isnull=True)
-        .exclude(status=Suggestion.Status.DISMISSED)
+        .exclude(decisions__status=SuggestionDecision.Status.DISMISSED)
         .order_by("-severity")
         .values("severity")[:1]
     )

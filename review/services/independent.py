@@ -18,6 +18,7 @@ from review.models import DialogueReview, IndependentReview, ReviewEvent, TurnRe
 from review.selectors import conflicting_turns, latest_proposals
 from review.services.claims import lock_dialogue, record_event
 from review.services.errors import InvalidInput, NotAllowed, ReviewError
+from review.services.suggestions import suggestions_undecided, undecided_note
 from review.services.turns import clean_text, turn_text_set
 
 
@@ -34,7 +35,8 @@ def independent_submit(
     now = timezone.now()
     mine.verdict, mine.reason, mine.submitted_at, mine.claim_expires_at = verdict, reason, now, now
     mine.save()
-    record_event(dialogue, actor, ReviewEvent.Kind.SUBMIT)
+    undecided = suggestions_undecided(dialogue, review=mine).count()
+    record_event(dialogue, actor, ReviewEvent.Kind.SUBMIT, undecided_note(undecided))
     submitted = list(
         IndependentReview.objects.filter(dialogue=dialogue, submitted_at__isnull=False)
     )

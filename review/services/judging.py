@@ -182,9 +182,9 @@ def judgement_record(*, claimed: Pass, answer: JudgeAnswer) -> Judgement | None:
 
 
 def suggestions_replace(*, turns: list[Turn], parsed: ParsedMarks) -> int:
-    """The pass's marks replace the undecided suggestions on these turns; a mark an expert
-    already accepted or dismissed (same turn and category) is not suggested again."""
-    Suggestion.objects.filter(turn__in=turns, status=Suggestion.Status.UNDECIDED).delete()
+    """The pass's marks replace the suggestions nobody answered on these turns; a mark an
+    expert already accepted or dismissed (same turn and category) is not suggested again."""
+    Suggestion.objects.filter(turn__in=turns, decisions__isnull=True).delete()
     decided = set(Suggestion.objects.filter(turn__in=turns).values_list("turn_id", "category"))
     new = [
         Suggestion(

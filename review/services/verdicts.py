@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from generation.models import Dialogue
-from review.models import DialogueReview, Flag, ReviewEvent, Suggestion
+from review.models import DialogueReview, Flag, ReviewEvent
 from review.services.claims import (
     claim_take,
     content_changed,
@@ -21,6 +21,7 @@ from review.services.claims import (
 )
 from review.services.errors import DialogueConflict, InvalidInput, NotAllowed, ReviewError
 from review.services.independent import independent_submit
+from review.services.suggestions import suggestions_undecided, undecided_note
 
 
 def dialogue_approve(
@@ -72,11 +73,7 @@ def _decide(
     dialogue: Dialogue, review: DialogueReview, actor: AbstractBaseUser, status: str, reason: str
 ) -> None:
     # Deciding with judge suggestions left undecided is allowed; how many is kept and said.
-    undecided = Suggestion.objects.filter(
-        turn__dialogue=dialogue,
-        turn__discarded_at__isnull=True,
-        status=Suggestion.Status.UNDECIDED,
-    ).count()
+    undecided = suggestions_undecided(dialogue, review=None).count()
     review.undecided_suggestions = undecided
     review.status = status
     review.decided_by = actor
@@ -87,9 +84,7 @@ def _decide(
     review.claim_expires_at = None
     content_changed(review)
     kind = ReviewEvent.Kind.APPROVE if status == "approved" else ReviewEvent.Kind.REJECT
-    if undecided:
-        s = "s" if undecided != 1 else ""
-        reason = "\n".join(filter(None, [reason, f"{undecided} judge suggestion{s} undecided"]))
+    reason = "\n".join(filter(None, [reason, undecided_note(undecided)]))
     record_event(dialogue, actor, kind, reason)
 
 

@@ -267,16 +267,16 @@ def test_judge_suggestions_are_accepted_and_dismissed_with_one_key(live_server, 
     page.keyboard.press("j")
     page.keyboard.press("y")
     page.locator(f"#turn-{turn.pk} .flag-open").wait_for()
-    expect(suggestion).to_have_class(re.compile("suggestion-accepted"))
+    expect(suggestion).to_have_class(re.compile("suggestion-decided"))
+    expect(suggestion).to_contain_text("accepted as a flag by you")
     assert page.locator("#approve-button").is_disabled()  # the new flag must be resolved
 
     # j: the third turn; x dismisses its suggestion, without a reason.
     page.keyboard.press("j")
     page.keyboard.press("x")
     expect(page.locator(f"#turn-{later.pk} .suggestion")).to_have_class(
-        re.compile("suggestion-dismissed")
+        re.compile("suggestion-decided")
     )
-    wrong.refresh_from_db()
-    fine.refresh_from_db()
-    assert (wrong.status, fine.status) == ("accepted", "dismissed")
+    expect(page.locator(f"#turn-{later.pk} .suggestion")).to_contain_text("dismissed by you")
+    assert (wrong.decisions.get().status, fine.decisions.get().status) == ("accepted", "dismissed")
     assert Flag.objects.get(turn=turn).category == "factual"

@@ -96,6 +96,72 @@ def test_an_accepted_judge_suggestion_is_the_experts_own_flag(reviewer):
     assert flag.review is not None and flag.review.reviewer == reviewer
 
 
+def _answer(action, suggestion, actor):
+    call = services.suggestion_accept if action == "accept" else services.suggestion_dismiss
+    return call(
+        dialogue_id=suggestion.turn.dialogue_id, turn_id=suggestion.turn_id,
+        suggestion_id=suggestion.pk, actor=actor,
+    )  # fmt: skip
+
+
+def _suggestions_shown(client, user, dialogue) -> str:
+    client.force_login(user)
+    return client.get(url("dialogue", dialogue)).content.decode()
+
+
+def test_each_expert_answers_the_judge_blind_and_for_themselves(client, reviewer):
+    (d1,) = _run(1)
+    other = UserFactory(reviewer=True, username="expert-b")
+    suggestion = Suggestion.objects.create(
+        turn=turn_of(d1), category="factual", severity=2, rationale="wrong identity"
+    )
+    flag = _answer("accept", suggestion, reviewer)
+    # B sees the suggestion undecided, with nothing of A's answer, and may answer it.
+    html = _suggestions_shown(client, other, d1)
+    assert 'class="suggestion suggestion-undecided"' in html
+    assert "accepted as a flag" not in html and "1 judge suggestion undecided" in html
+    assert 'data-action="dismiss-suggestion"' in html
+    decision = _answer("dismiss", suggestion, other)
+    # Each answer is its author's, in their own review; the flag stays A's.
+    a_review = IndependentReview.objects.get(dialogue=d1, reviewer=reviewer)
+    b_review = IndependentReview.objects.get(dialogue=d1, reviewer=other)
+    assert decision.review == b_review and decision.status == "dismissed"
+    assert suggestion.decisions.get(review=a_review).flag == flag
+    assert flag.review == a_review
+    # Each sees only their own answer, not the other's, while the reviews are under way.
+    html = _suggestions_shown(client, other, d1)
+    assert 'dismissed</span> <span class="muted">by you' in html
+    assert "accepted as a flag" not in html
+    html = _suggestions_shown(client, reviewer, d1)
+    assert 'accepted as a flag</span> <span class="muted">by you' in html
+    assert "dismissed</span>" not in html
+    assert "Dismissed the judge" not in html  # nor in the activity
+    # Nobody answers twice within their review.
+    with pytest.raises(ReviewError, match="already dismissed"):
+        _answer("accept", suggestion, other)
+    # When both reviews are in, everyone sees both answers.
+    services.flag_dismiss(**_act(d1, reviewer), flag_id=flag.pk, reason="on reflection, fine")
+    _approve(d1, reviewer)
+    _approve(d1, other)
+    html = _suggestions_shown(client, reviewer, d1)
+    assert 'accepted as a flag</span> <span class="muted">by you' in html
+    assert 'dismissed</span> <span class="muted">by expert-b' in html
+
+
+def test_an_expert_who_left_the_judge_unanswered_says_so_on_submit(reviewer):
+    (d1,) = _run(1)
+    other = UserFactory(reviewer=True)
+    suggestion = Suggestion.objects.create(turn=turn_of(d1), category="tone", severity=1)
+    _answer("dismiss", suggestion, reviewer)
+    _approve(d1, reviewer)
+    services.review_claim_next(actor=other)
+    _approve(d1, other)  # B never answered: A's dismissal was not B's
+    notes = list(
+        d1.review_events.filter(kind="submit").order_by("pk").values_list("note", flat=True)
+    )
+    assert notes == ["", "1 judge suggestion undecided"]
+
+
 def test_nobody_reviews_the_same_dialogue_twice(reviewer):
     d1, d2 = _run(2)
     services.review_claim_next(actor=reviewer)
@@ -257,6 +323,8 @@ def test_dialogue_page_with_independent_reviews_costs_one_more_query(
 ):
     (d1,) = _run(1)
     services.turn_flag(**_act(d1, reviewer), category="tone")
+    # A suggestion, so the page fetches the decisions too, as DIALOGUE_PAGE_QUERIES counts.
+    Suggestion.objects.create(turn=turn_of(d1), category="factual", severity=1)
     client.force_login(reviewer)
     with django_assert_max_num_queries(DIALOGUE_PAGE_QUERIES + 1) as captured:
         response = client.get(url("dialogue", d1))

@@ -199,8 +199,10 @@ class TestJudgePass:
         Judgement.objects.filter(pk=judged.pk).update(transcript="older")
         dialogue_judge(dialogue_id=judged.pk)
         assert sorted(
-            Suggestion.objects.filter(turn__dialogue=judged).values_list("turn__position", "status")
-        ) == [(1, "dismissed"), (3, "undecided")]
+            Suggestion.objects.filter(turn__dialogue=judged).values_list(
+                "turn__position", "decisions__status"
+            )
+        ) == [(1, "dismissed"), (3, None)]
 
     def test_an_internal_error_is_recorded_not_left_running(self, judged, fake_openai):  # noqa: F811
         from unittest import mock

@@ -16,7 +16,7 @@ from review import services
 from review.insights.judge import judge_agreement
 from review.insights.scope import Scope
 from review.models import DialogueReview, Flag, JudgeConfig, Suggestion
-from tests.factories import RunFactory, dialogue_with_turns
+from tests.factories import RunFactory, UserFactory, dialogue_with_turns
 from tests.generation.conftest import fake_openai, openai_provider  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.django_db
@@ -191,3 +191,44 @@ def test_the_run_and_scenario_pages_show_the_figures(
     assert "precision 60.0%, recall 75.0%" in html.decode()
     csv = rclient.get(reverse("review:insights_run_csv", args=[run.pk, "judge"])).content.decode()
     assert csv.splitlines()[-1] == "Overall (turns),4,4,3,75.0,75.0"
+
+
+def test_with_independent_reviews_each_experts_answers_count_once(db):
+    """Two blind reviews of one dialogue. Turn 1: both accept the factual mark (one expert
+    mark, not two). Turn 2: A dismisses the tone mark, B accepts it: B's flag stands, so the
+    experts marked the turn. Turn 3: B flags reasoning, unmarked by the judge. The verdicts
+    differ and staff adjudicate, keeping A's correction of turn 1."""
+    from review.models import Judgement, ReviewPolicy, Suggestion
+
+    run = RunFactory()
+    ReviewPolicy.objects.create(scenario=run.scenario, reviews_required=2)
+    JudgeConfig.objects.create(scenario=run.scenario, rubric="Check it.")
+    dialogue = dialogue_with_turns(3, run=run)
+    Judgement.objects.create(dialogue=dialogue, status="done", transcript="t", mark_count=2)
+    for position, category in ((0, "factual"), (1, "tone")):
+        turn = dialogue.turns.get(position=position)
+        Suggestion.objects.create(turn=turn, category=category, severity=2)
+    a = Expert(UserFactory(reviewer=True), dialogue)
+    b = Expert(UserFactory(reviewer=True), dialogue)
+    a.accept(0)
+    a.dismiss(1)
+    turn = a.turn(0)
+    services.turn_correct(dialogue_id=dialogue.pk, turn_id=turn.pk, actor=a.user,
+                          text="Fixed.", expected_version=turn.version)  # fmt: skip
+    b.accept(0)
+    b.accept(1)
+    b.flag(2, "reasoning")
+    assert judge_agreement(Scope(run_id=run.pk)).totals["dialogues"] == 0  # under way: blind
+    a.decide("approve")
+    b.decide("reject")
+    staff = UserFactory(is_staff=True)
+    services.dialogue_adjudicate(dialogue_id=dialogue.pk, actor=staff,
+                                 texts={turn.pk: "Fixed."}, verdict="approved", reason="")  # fmt: skip
+    figure = judge_agreement(Scope(run_id=run.pk))
+    assert figures(figure.rows) == {
+        "factual": (1, 1, 1, 100.0, 100.0),
+        "tone": (1, 1, 1, 100.0, 100.0),
+        "reasoning": (0, 1, 0, None, 0.0),
+        "overall": (2, 3, 2, 100.0, 66.7),
+    }
+    assert figure.totals["dialogues"] == 1

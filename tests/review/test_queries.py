@@ -14,12 +14,13 @@ pytestmark = pytest.mark.django_db
 
 # Session, user, group check, then the selector: dialogue (with run, scenario, review and its
 # users, judge and judgement), personas, live turns, their flags, their revisions, their judge
-# suggestions, discarded turns, events.
-DIALOGUE_PAGE_QUERIES = 11
+# suggestions, the experts' decisions on those, discarded turns, events.
+DIALOGUE_PAGE_QUERIES = 12
 # The save's own transaction (locks, claim, turn, revision, flags) plus the page's queries.
-TURN_SAVE_QUERIES = 20
-# Accepting a suggestion: locks, claim, turn, suggestion, the new flag, plus the page's queries.
-SUGGESTION_ACCEPT_QUERIES = 20
+TURN_SAVE_QUERIES = 21
+# Accepting a suggestion: locks, claim, turn, suggestion, the review's decision on it (none
+# yet), the new flag, the decision, plus the page's queries.
+SUGGESTION_ACCEPT_QUERIES = 22
 
 
 def _busy_dialogue(n_turns: int, reviewer):

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from generation.models import Turn
 from review import services
-from review.models import DialogueSignature, Suggestion
+from review.models import DialogueSignature, Suggestion, SuggestionDecision
 from review.selectors import QueueFilters, queue_page
 from tests.factories import RunFactory, dialogue_with_turns
 
@@ -36,7 +36,7 @@ def queue():
     turn = dialogues["D"].turns.get(position=2)
     turn.warnings = ["repetition"]
     turn.save()
-    mark("E", 3, status=Suggestion.Status.DISMISSED)
+    mark("E", 3).decisions.create(status=SuggestionDecision.Status.DISMISSED)
     mark("F", 2)
     dialogues["F"].turns.filter(position=1).update(discarded_at=timezone.now())
     DialogueSignature.objects.create(

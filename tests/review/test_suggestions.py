@@ -52,9 +52,10 @@ def test_accept_makes_a_flag_htmx(rclient, reviewer, suggested):
     body = response.content.decode()
     assert f'<article id="turn-{first.turn_id}"' in body
     assert "accepted as a flag" in body and 'id="panel"' in body  # the panel out-of-band
-    first.refresh_from_db()
-    assert first.status == "accepted" and first.decided_by == reviewer
-    flag = first.flag
+    decision = first.decisions.get()
+    assert decision.status == "accepted" and decision.decided_by == reviewer
+    assert decision.review is None  # the dialogue's one review
+    flag = decision.flag
     assert (flag.turn_id, flag.category, flag.resolution) == (first.turn_id, "factual", "open")
     assert flag.note.startswith("Judge: ")
 
@@ -64,8 +65,8 @@ def test_dismiss_without_htmx_redirects_to_the_turn(rclient, suggested):
     response = rclient.post(action("dismiss", second))
     assert response.status_code == 302
     assert response["Location"].endswith(f"#turn-{second.turn_id}")
-    second.refresh_from_db()
-    assert second.status == "dismissed" and second.flag is None
+    decision = second.decisions.get()
+    assert decision.status == "dismissed" and decision.flag is None
 
 
 def test_a_decided_suggestion_cannot_be_decided_again(rclient, suggested):
