@@ -7,7 +7,8 @@ Each simulated reviewer holds its own 60-turn dialogue (Markdown and maths in ev
 warnings and flags) and loops: GET the trivial /review/healthz/ view, GET the dialogue screen,
 POST a turn correction (the htmx save, which answers with the turn and the review panel), and
 with --queue-dialogues N, GET the queue page over N more dialogues (filters, search-free; page 1
-and a page deep in the queue, by keyset cursor, in turn). They are timed separately from the
+and a page deep in the queue, by keyset cursor, in turn) and then its counts per filter (the
+fragment the page loads after itself). They are timed separately from the
 client side, and each is reported as p50/p95 and as a ratio to the trivial view served by the
 same server in the same run (target: p95 <= 3x trivial). A single-reviewer pass first gives the
 unloaded figures.
@@ -141,7 +142,7 @@ def setup_queue(count: int) -> list[str]:
 
     from generation.models import Dialogue, GenerationRun, Scenario
     from review.selectors import QUEUE_ORDERINGS
-    from review.selectors.queue import encode_cursor
+    from review.selectors.keyset import encode_cursor
 
     scenario = Scenario.objects.filter(slug="bench-queue").first()
     if scenario is None or scenario.dialogues.count() != count:
@@ -223,8 +224,12 @@ class Reviewer(threading.Thread):
             "X-CSRFToken": csrf,
         }
 
-    def request(self, conn, kind: str, method: str, path: str, body: str | None = None) -> int:
+    def request(
+        self, conn, kind: str, method: str, path: str, body: str | None = None, hx: bool = False
+    ) -> int:
         headers = dict(self.headers)
+        if hx:
+            headers["HX-Request"] = "true"
         if body is not None:
             headers |= {"Content-Type": "application/x-www-form-urlencoded", "HX-Request": "true",
                         "HX-Target": f"turn-{self.entry['turn']}"}  # fmt: skip
@@ -255,7 +260,11 @@ class Reviewer(threading.Thread):
             if self.request(conn, "save", "POST", path, body) == 200:
                 self.entry["version"] += 1  # the turn's version token, kept across passes
             if self.queue:
-                self.request(conn, "queue", "GET", self.queue[i % len(self.queue)])
+                page = self.queue[i % len(self.queue)]
+                self.request(conn, "queue", "GET", page)
+                # What the page loads after itself (htmx): the counts per filter.
+                facets = page.replace("/review/", "/review/facets/", 1)
+                self.request(conn, "facets", "GET", facets, hx=True)
         conn.close()
 
 
@@ -263,7 +272,7 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-KINDS = ("trivial", "dialogue", "save", "queue")
+KINDS = ("trivial", "dialogue", "save", "queue", "facets")
 
 
 def measure(port: int, plan: list[dict], iterations: int, queue: list[str]) -> dict:

@@ -55,6 +55,15 @@ class QueueFilterForm(forms.Form):
     def choice_fields(self) -> list:
         return [self[name] for name in QUEUE_FILTERS]
 
+    def facet_choices(self) -> dict[str, tuple[str, list[tuple[str, str]]]]:
+        """Each filter's label and options (value, label), for the counts per filter."""
+        names = ("run", "scenario", "assignee", *QUEUE_FILTERS)
+        return {
+            name: (str(self.fields[name].label or name.capitalize()),
+                   [(str(value), str(label)) for value, label in self.fields[name].choices])
+            for name in names
+        }  # fmt: skip
+
     def filters(self) -> QueueFilters:
         """The filters, ignoring any invalid value (a stale link still shows a queue)."""
         self.is_valid()

@@ -9,6 +9,7 @@ turn = "dialogues/<int:pk>/turns/<int:turn_pk>/"
 csv = "insights/csv/"
 urlpatterns = [
     path("", views.queue, name="queue"),
+    path("facets/", views.queue_facets, name="queue_facets"),
     path("next/", views.review_next, name="next"),
     path("bulk/", views.bulk, name="bulk"),
     path("mine/", views.my_reviews, name="mine"),

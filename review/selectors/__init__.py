@@ -32,6 +32,7 @@ from .domains import (
     policy_of,
     required_reviews_expression,
 )
+from .facets import Facet, FacetOption, facet_counts, queue_facets
 from .mine import MyReviews, my_reviews
 from .queue import (
     PAGE_SIZE,
@@ -52,7 +53,7 @@ from .queue import (
 
 __all__ = [
     "Adjudication", "DialogueAgreement", "RunAgreement", "adjudication_for", "conflicting_turns",
-    "latest_proposals", "run_agreement",
+    "latest_proposals", "run_agreement", "Facet", "FacetOption", "facet_counts", "queue_facets",
     "PAGE_SIZE", "Policy", "QUEUE_FILTERS", "QUEUE_ORDERINGS", "QUEUE_STATUSES", "Activity", "MyReviews",
     "QueueFilter", "QueueFilters", "QueueOrdering", "QueuePage", "activity_timeline",
     "annotate_dialogue", "assignees", "dialogue_for_review", "dialogue_status_only", "domain_groups",

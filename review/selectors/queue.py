@@ -1,30 +1,28 @@
 """Reads for the queue: filters, search, orderings, keyset pages and counts.
 
 One more filter or ordering is one entry in QUEUE_FILTERS or QUEUE_ORDERINGS: the filter form,
-the page, the counts and Review next all read these tables.
+the page, the counts (per status here, per filter in facets.py) and Review next all read
+these tables.
 
-Pages are keyset pages (`WHERE (key) > (last key seen) ORDER BY key LIMIT n`), never OFFSET,
-so page 1,000 costs what page 1 costs. Every ordering ends in a unique column, which makes the
-key total; its first column is also bounded with >= so that an index on it starts the scan at
-the cursor.
+Pages are keyset pages (`WHERE (key) > (last key seen) ORDER BY key LIMIT n`, cursors in
+keyset.py), never OFFSET, so page 1,000 costs what page 1 costs. Every ordering ends in a
+unique column, which makes the key total; its first column is also bounded with >= so that an
+index on it starts the scan at the cursor.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.contrib.postgres.search import SearchQuery, SearchVector
-from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import Case, Count, Exists, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.http import urlencode
 
 from generation import variables
 from generation.models import Dialogue, Turn
@@ -38,6 +36,7 @@ from review.models import (
 from review.permissions import user_groups
 from review.selectors.dialogue import review_of
 from review.selectors.domains import domain_q, required_reviews_expression
+from review.selectors.keyset import QueueOrdering, decode_cursor, encode_cursor, keyset_q
 
 QUEUE_STATUSES = {
     "awaiting": "Awaiting review",
@@ -105,6 +104,17 @@ def _near_duplicates() -> Q:
 
 
 @dataclass(frozen=True)
+class Without:
+    """An option that keeps what another option's condition leaves out (`~make()`); the counts
+    per filter evaluate the pair's set once."""
+
+    make: Callable[[], Q]
+
+    def __call__(self) -> Q:
+        return ~self.make()
+
+
+@dataclass(frozen=True)
 class QueueFilter:
     """A filter with fixed options: value -> (label, condition on Dialogue)."""
 
@@ -117,7 +127,7 @@ QUEUE_FILTERS: dict[str, QueueFilter] = {
         "Automatic warnings",
         {
             "yes": ("With warnings", _with_warnings),
-            "no": ("Without warnings", lambda: ~_with_warnings()),
+            "no": ("Without warnings", Without(_with_warnings)),
         },
     ),
     "flags": QueueFilter(
@@ -125,7 +135,7 @@ QUEUE_FILTERS: dict[str, QueueFilter] = {
         {
             "open": ("With open flags", lambda: _flagged(resolution=Flag.Resolution.OPEN)),
             "any": ("Flagged at all", _flagged),
-            "none": ("Never flagged", lambda: ~_flagged()),
+            "none": ("Never flagged", Without(_flagged)),
         },
     ),
     "judge": QueueFilter(
@@ -139,21 +149,10 @@ QUEUE_FILTERS: dict[str, QueueFilter] = {
         "Near-duplicates",
         {
             "yes": ("Near-duplicates only", _near_duplicates),
-            "no": ("Without near-duplicates", lambda: ~_near_duplicates()),
+            "no": ("Without near-duplicates", Without(_near_duplicates)),
         },
     ),
 }
-
-
-@dataclass(frozen=True)
-class QueueOrdering:
-    """Columns (the last one unique) the queue is sorted and paged by. A computed key (a
-    score, say) is named in `fields` and defined in `annotations`: {name: () -> expression}."""
-
-    label: str
-    fields: tuple[str, ...]
-    descending: bool = False
-    annotations: dict[str, Callable[[], object]] = field(default_factory=dict)
 
 
 def risk_rank() -> object:
@@ -201,12 +200,19 @@ class QueueFilters:
     def variable_text(self) -> str:
         return f"{self.variable[0]}={self.variable[1]}" if self.variable else ""
 
-    def params(self) -> list[tuple[str, str]]:
-        """The filters as query parameters (Review next and bulk actions carry them)."""
+    def params(self, **changes: str) -> list[tuple[str, str]]:
+        """The filters as query parameters (Review next and bulk actions carry them);
+        `changes` sets or (with "") clears some."""
         pairs = [("run", self.run_id), ("scenario", self.scenario_id), ("status", self.status)]
         pairs += [("assignee", self.assignee), ("q", self.search), *self.choices]
         pairs += [("variable", self.variable_text), ("sort", self.ordering)]
+        pairs = [(name, value) for name, value in pairs if name not in changes]
+        pairs += list(changes.items())
         return [(name, str(value)) for name, value in pairs if value]
+
+    def query(self, **changes: str) -> str:
+        """The filters as a query string (with `changes`, as in `params`)."""
+        return urlencode(self.params(**changes))
 
 
 def turn_text_matches(text: str) -> QuerySet:
@@ -233,7 +239,7 @@ def search_q(text: str) -> Q:
     return q | Q(pk=int(number)) if is_id else q
 
 
-def _assignee_q(assignee: str, user: AbstractBaseUser) -> Q:
+def assignee_q(assignee: str, user: AbstractBaseUser) -> Q:
     if assignee == "me":
         return _reviews(Q(assigned_to=user) | Q(assigned_group__in=list(user_groups(user))))
     if assignee == "none":
@@ -253,7 +259,7 @@ def reviewable_dialogues(filters: QueueFilters, *, user: AbstractBaseUser | None
     if user is not None:
         qs = qs.filter(domain_q(user))
         if filters.assignee:
-            qs = qs.filter(_assignee_q(filters.assignee, user))
+            qs = qs.filter(assignee_q(filters.assignee, user))
     if filters.run_id:
         qs = qs.filter(run_id=filters.run_id)
     if filters.scenario_id:
@@ -278,43 +284,6 @@ def queue_ordered(qs: QuerySet, ordering: str, *, backwards: bool = False) -> Qu
         qs = qs.annotate(**{name: make() for name, make in spec.annotations.items()})
     sign = "-" if spec.descending != backwards else ""
     return qs.order_by(*(f"{sign}{name}" for name in spec.fields))
-
-
-def encode_cursor(values: list[object]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, ordering: QueueOrdering) -> list[object] | None:
-    """The key values in a cursor, or None for a missing or mangled one (first page)."""
-    if not cursor:
-        return None
-    try:
-        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error):
-        return None
-    if not isinstance(values, list) or len(values) != len(ordering.fields):
-        return None
-    for name, value in zip(ordering.fields, values, strict=True):
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            return None
-        if name in ordering.annotations:
-            continue
-        try:  # a hand-edited cursor must not reach the query with the wrong type
-            Dialogue._meta.get_field(name).get_prep_value(value)
-        except (TypeError, ValueError, ValidationError):
-            return None
-    return values
-
-
-def keyset_q(fields: tuple[str, ...], values: list[object], *, descending: bool) -> Q:
-    """Rows strictly after `values` in the order of `fields`."""
-    op = "lt" if descending else "gt"
-    after = Q()
-    for i, name in enumerate(fields):
-        equal = dict(zip(fields[:i], values[:i], strict=True))
-        after |= Q(**equal, **{f"{name}__{op}": values[i]})
-    # Redundant, but an index on the first column can start its scan here.
-    return Q(**{f"{fields[0]}__{op}e": values[0]}) & after
 
 
 @dataclass

@@ -6,7 +6,7 @@ from .adjudication import adjudicate, run_agreement
 from .dialogue import approve, approve_next, dialogue, progress, reject, release, reopen
 from .health import healthz
 from .insights import insights_csv, run_insights, scenario_insights, team_insights
-from .queue import bulk, my_reviews, queue, review_next
+from .queue import bulk, my_reviews, queue, queue_facets, review_next
 from .turns import (
     flag_dismiss,
     suggestion_accept,
@@ -20,7 +20,7 @@ from .turns import (
 
 __all__ = [
     "adjudicate", "approve", "approve_next", "bulk", "dialogue", "flag_dismiss", "healthz",
-    "insights_csv", "my_reviews", "progress", "queue", "reject", "release", "reopen",
+    "insights_csv", "my_reviews", "progress", "queue", "queue_facets", "reject", "release", "reopen",
     "review_next", "run_agreement", "run_insights", "scenario_insights", "suggestion_accept",
     "suggestion_dismiss", "team_insights", "turn", "turn_edit", "turn_flag", "turn_regenerate",
     "turn_revert",

@@ -45,6 +45,18 @@ def queue(request: HttpRequest) -> HttpResponse:
     return render(request, f"review/queue.html{partial}", context)
 
 
+@require_GET
+@reviewer_required
+def queue_facets(request: HttpRequest) -> HttpResponse:
+    """Counts per filter: loaded into the queue page after it (htmx), or a page of its own."""
+    form = QueueFilterForm(request.GET, assignees=assignee_choices(*selectors.assignees()))
+    filters = form.filters()
+    facets = selectors.queue_facets(filters, user=request.user, choices=form.facet_choices())
+    partial = "#facets" if request.htmx else ""
+    context = {"facets": facets, "filters": filters}
+    return render(request, f"review/queue_facets.html{partial}", context)
+
+
 def claim_next_response(request: HttpRequest, filters: selectors.QueueFilters) -> HttpResponse:
     """Claim the next dialogue for the user and open it (or the queue when none is left)."""
     dialogue = services.review_claim_next(actor=request.user, filters=filters)

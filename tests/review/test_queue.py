@@ -12,7 +12,8 @@ from generation.models import Dialogue
 from review import services
 from review.models import DialogueReview, Flag, ReviewEvent, ReviewPolicy
 from review.selectors import QueueFilters, queue_page
-from review.selectors.queue import QUEUE_ORDERINGS, QueueOrdering, decode_cursor
+from review.selectors.keyset import decode_cursor
+from review.selectors.queue import QUEUE_ORDERINGS, QueueOrdering
 from review.services import NotAllowed
 from tests.factories import RunFactory, UserFactory, dialogue_with_turns
 from tests.review.helpers import HX, turn_of, url

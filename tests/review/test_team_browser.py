@@ -12,7 +12,13 @@ try:
 except ImportError:  # the browser marker reports it (skip, or fail in CI)
     expect = None
 
-from review.models import DialogueReview, IndependentReview, ReviewPolicy
+from review.models import (
+    DialogueReview,
+    IndependentReview,
+    ReviewPolicy,
+    Suggestion,
+    SuggestionDecision,
+)
 from tests.factories import RunFactory, UserFactory, dialogue_with_turns
 from tests.review.helpers import turn_of, url
 from tests.tooling.browser import log_in
@@ -64,6 +70,18 @@ def test_queue_pages_search_filter_and_bulk_assign(live_server, new_tab):
     page.get_by_role("button", name="Apply").click()
     expect(page.locator(".messages")).to_contain_text("Assigned 2 of 2 dialogue(s) to dr_kim.")
     assert DialogueReview.objects.filter(assigned_to__username="dr_kim").count() == 2
+
+    # The counts per filter, loaded after the page: dr_kim has 2; a click filters by it, and
+    # the filter form follows (the whole main area is swapped).
+    facet = page.locator("#queue-facets section[aria-label='Assigned to'] li", has_text="dr_kim")
+    expect(facet.locator(".count")).to_have_text("2")
+    facet.get_by_role("link").click()
+    expect(page.locator("table.queue tbody tr")).to_have_count(2)
+    expect(page.get_by_label("Assigned to")).to_have_value(re.compile("^u:"))
+    assert "assignee=u" in page.url
+    chosen = page.locator("#queue-facets li.active", has_text="dr_kim")
+    chosen.get_by_role("link").click()  # the chosen option removes itself
+    expect(page.locator("table.queue tbody tr")).to_have_count(50)
 
     # Filter by assignee: the two assigned ones, with the count on the tab.
     page.get_by_label("Assigned to").select_option(label="dr_kim")
@@ -154,3 +172,50 @@ def test_blind_second_reviewer_then_adjudication(live_server, new_tab):
     turn.refresh_from_db()
     assert turn.text == "Correction by B."
     assert IndependentReview.objects.filter(submitted_at__isnull=False).count() == 2
+
+
+def test_blind_reviewers_answer_the_judge_each_for_themselves(live_server, new_tab):
+    UserFactory(reviewer=True, username="dr_a")
+    UserFactory(reviewer=True, username="dr_b")
+    run = RunFactory()
+    ReviewPolicy.objects.create(scenario=run.scenario, reviews_required=2)
+    dialogue = dialogue_with_turns(3, run=run)
+    turn = turn_of(dialogue, 1)
+    Suggestion.objects.create(turn=turn, category="factual", severity=2, rationale="Sign wrong.")
+
+    # Expert A dismisses the judge's mark.
+    a = new_tab()
+    log_in(a, live_server.url, "dr_a")
+    a.page.get_by_role("button", name=re.compile("^Review next")).click()
+    a.page.wait_for_url(f"{live_server.url}{url('dialogue', dialogue)}")
+    mark = a.page.locator(f"#turn-{turn.pk} .suggestion")
+    mark.get_by_role("button", name=re.compile("^Dismiss")).click()
+    expect(a.page.locator(f"#turn-{turn.pk} .suggestion")).to_contain_text("dismissed by you")
+
+    # Expert B sees the mark undecided, nothing of A's answer, and accepts it.
+    b = new_tab()
+    log_in(b, live_server.url, "dr_b")
+    b.page.get_by_role("button", name=re.compile("^Review next")).click()
+    b.page.wait_for_url(f"{live_server.url}{url('dialogue', dialogue)}")
+    mark = b.page.locator(f"#turn-{turn.pk} .suggestion")
+    expect(mark).to_have_class(re.compile("suggestion-undecided"))
+    expect(mark).not_to_contain_text("dismissed")
+    assert "dr_a" not in b.page.locator("main").inner_text()
+    mark.get_by_role("button", name=re.compile("^Accept as flag")).click()
+    b.page.locator(f"#turn-{turn.pk} .flag-open").wait_for()
+    expect(b.page.locator(f"#turn-{turn.pk} .suggestion")).to_contain_text(
+        "accepted as a flag by you"
+    )
+
+    # A, reloading, still sees only their own answer, and no flag of B's.
+    a.page.reload()
+    mark = a.page.locator(f"#turn-{turn.pk} .suggestion")
+    expect(mark).to_contain_text("dismissed by you")
+    expect(mark).not_to_contain_text("accepted")
+    expect(a.page.locator(f"#turn-{turn.pk} .flag")).to_have_count(0)
+    decisions = SuggestionDecision.objects.select_related("review__reviewer").order_by("pk")
+    assert [(d.review.reviewer.username, d.status) for d in decisions] == [
+        ("dr_a", "dismissed"),
+        ("dr_b", "accepted"),
+    ]
+    assert a.csp_violations() == [] and b.csp_violations() == []
