@@ -158,10 +158,16 @@ QUEUE_FILTERS: dict[str, QueueFilter] = {
 def risk_rank() -> object:
     """Riskiest first, as an ascending key: the judge's most severe mark nobody dismissed
     dominates, then automatic warnings, then a near-duplicate mark (severity × 4 + 2 + 1,
-    negated)."""
+    negated). A dismissal within an independent review is one blind expert's answer, not the
+    dialogue's, and leaves the mark's weight (and the other experts' queue) unchanged."""
+    dismissed = SuggestionDecision.objects.filter(
+        suggestion=OuterRef("pk"),
+        status=SuggestionDecision.Status.DISMISSED,
+        review__isnull=True,
+    )
     severest = (
         Suggestion.objects.filter(turn__dialogue=OuterRef("pk"), turn__discarded_at__isnull=True)
-        .exclude(decisions__status=SuggestionDecision.Status.DISMISSED)
+        .exclude(Exists(dismissed))
         .order_by("-severity")
         .values("severity")[:1]
     )

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from generation.models import Turn
 from review import services
-from review.models import DialogueSignature, Suggestion, SuggestionDecision
+from review.models import DialogueSignature, IndependentReview, Suggestion, SuggestionDecision
 from review.selectors import QueueFilters, queue_page
 from tests.factories import RunFactory, dialogue_with_turns
 
@@ -56,6 +56,18 @@ def test_run_order_is_the_default(queue):
 
 def test_riskiest_first(queue):
     assert order_of(queue, QueueFilters(ordering="risk")) == "CBDEAF"
+
+
+def test_a_dismissal_in_a_blind_review_leaves_the_mark_its_weight(queue, reviewer):
+    """E's mark dismissed by one of several independent experts: it still weighs 3 (plus the
+    near-duplicate), so E comes first."""
+    e = next(pk for pk, name in queue.items() if name == "E")
+    decision = SuggestionDecision.objects.get(suggestion__turn__dialogue_id=e)
+    decision.review = IndependentReview.objects.create(
+        dialogue_id=e, reviewer=reviewer, claim_expires_at=timezone.now()
+    )
+    decision.save()
+    assert order_of(queue, QueueFilters(ordering="risk")) == "ECBDAF"
 
 
 def test_filter_by_what_the_judge_marked(queue):
