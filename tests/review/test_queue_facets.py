@@ -83,6 +83,9 @@ def test_the_queue_loads_them_after_the_page(rclient, fixture):
     assert f'hx-get="/review/facets/?{query}" hx-trigger="load"' in html
     # Without JavaScript, the placeholder is a link to the same counts as a page.
     assert f'<a href="/review/facets/?{query}">' in html
+    # Every page of the queue loads the same counts (the cursor is not part of them).
+    later = rclient.get("/review/", {"warnings": "yes", "after": "WzEsIDFd"}).content.decode()
+    assert f'hx-get="/review/facets/?{query}" hx-trigger="load"' in later
 
 
 def test_the_fragment_and_the_page(rclient, fixture):
