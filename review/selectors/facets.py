@@ -80,6 +80,7 @@ def _option_values(name: str, row: dict, bit: dict[object, int]) -> list[str]:
         return ["chosen"] if "status" in bit and member("status") else []
     if name == "assignee":
         values = [value for value in ASSIGNEE_SETS if member(f"assignee:{value}")]
+        # A reviewer or group assigned is one of the grouping keys (assignee_q: the same columns).
         if row["review__assigned_to_id"]:
             values.append(f"u:{row['review__assigned_to_id']}")
         if row["review__assigned_group_id"]:
@@ -121,6 +122,8 @@ def facet_counts(filters: QueueFilters, *, user: AbstractBaseUser) -> dict[str, 
     for row in groups:
         matched = {name: _option_values(name, row, bit) for name in (*SHOWN, "status")}
         missed = [name for name, value in in_force.items() if value not in matched[name]]
+        # Matching every filter in force, a group counts for every facet; missing one, only
+        # for that filter's options (what choosing another option of it would give).
         if len(missed) > 1:
             continue
         for name in missed or SHOWN:
