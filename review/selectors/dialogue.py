@@ -206,8 +206,8 @@ TIMELINE_LENGTH = 30
 
 def activity_timeline(dialogue: Dialogue) -> list[Activity]:
     """Claims, verdicts and regenerations (events) merged with the flags, dismissals (of flags
-    and of judge suggestions), corrections and reverts on the live turns, newest first. Built from what the page already
-    prefetched, so the timeline costs no query."""
+    and of judge suggestions), corrections and reverts on the live turns, newest first. Built
+    from what the page already prefetched, so the timeline costs no query."""
     items = [
         Activity(event.created_at, event.get_kind_display(), event.actor, event.note)
         for event in dialogue.recent_events
@@ -225,7 +225,8 @@ def activity_timeline(dialogue: Dialogue) -> list[Activity]:
         for suggestion in turn.suggestion_list:
             for decision in suggestion.decision_list:
                 if decision.status == SuggestionDecision.Status.DISMISSED:
-                    what = f"Dismissed the judge's {suggestion.get_category_display().lower()} mark on {label}"
+                    category = suggestion.get_category_display().lower()
+                    what = f"Dismissed the judge's {category} mark on {label}"
                     items.append(Activity(decision.decided_at, what, decision.decided_by))
         for revision in turn.revision_list:
             verb = "Reverted" if revision.kind == TurnRevision.Kind.REVERT else "Corrected"

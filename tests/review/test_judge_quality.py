@@ -222,8 +222,10 @@ def test_with_independent_reviews_each_experts_answers_count_once(db):
     a.decide("approve")
     b.decide("reject")
     staff = UserFactory(is_staff=True)
-    services.dialogue_adjudicate(dialogue_id=dialogue.pk, actor=staff,
-                                 texts={turn.pk: "Fixed."}, verdict="approved", reason="")  # fmt: skip
+    services.dialogue_adjudicate(
+        dialogue_id=dialogue.pk, actor=staff, texts={turn.pk: "Fixed."}, verdict="approved",
+        reason="",
+    )  # fmt: skip
     figure = judge_agreement(Scope(run_id=run.pk))
     assert figures(figure.rows) == {
         "factual": (1, 1, 1, 100.0, 100.0),
