@@ -17,7 +17,7 @@ are matched again against what is now earlier than them.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,8 +42,8 @@ SIGNATURE_COLUMNS = (
     "assistant_bigrams", "opening_hash", "ngram_hashes",
 )  # fmt: skip
 
-# (run, n, n-gram hash) -> dialogues added (or taken back, negative).
-Vocabulary = Counter[tuple[int, int, int]]
+# run -> (n, n-gram hash) -> dialogues added (or taken back, negative).
+Vocabulary = defaultdict[int, Counter[tuple[int, int]]]
 # dialogue -> (twin, estimated similarity); a None twin clears the mark.
 Marks = dict[int, tuple[int | None, float | None]]
 
@@ -90,7 +90,7 @@ def batch_check(*, dialogue_ids: Sequence[int]) -> list[Match]:
     with transaction.atomic():
         statements.index_lock()
         texts = _texts(dialogue_ids)
-        vocabulary: Vocabulary = Counter()
+        vocabulary: Vocabulary = defaultdict(Counter)
         followers = _unindex(texts, vocabulary)
         entries, rows = _signature_rows(texts, vocabulary)
         marks, later = _twins(entries)
@@ -142,8 +142,7 @@ def _unindex(texts: list[Text], vocabulary: Vocabulary) -> set[int]:
     if not stored:
         return set()
     for dialogue_id, data in stored:
-        for n, key in signatures.TextFigures.ngrams_from_bytes(data):
-            vocabulary[(runs[dialogue_id], n, key)] -= 1
+        vocabulary[runs[dialogue_id]].subtract(signatures.TextFigures.ngrams_from_bytes(data))
     ids = [dialogue_id for dialogue_id, _ in stored]
     followers = set(
         DialogueSignature.objects.filter(twin_id__in=ids)
@@ -162,10 +161,9 @@ def _signature_rows(texts: list[Text], vocabulary: Vocabulary) -> tuple[list[Ind
     entries: list[Indexed] = []
     rows: list[tuple] = []
     for dialogue_id, run_id, completed_us, turns in texts:
-        values = signatures.minhash(text for _, text in turns)
+        values, figures = signatures.fingerprint(turns)
         if values is None:
             continue
-        figures = signatures.text_figures(turns)
         entries.append(
             Indexed(dialogue_id, completed_us, values, signatures.band_keys(values, limit))
         )
@@ -180,8 +178,7 @@ def _signature_rows(texts: list[Text], vocabulary: Vocabulary) -> tuple[list[Ind
                 figures.ngram_bytes(),
             )
         )
-        for n, key in figures.ngrams:
-            vocabulary[(run_id, n, key)] += 1
+        vocabulary[run_id].update(figures.ngrams)
     return entries, rows
 
 
@@ -254,12 +251,17 @@ def _rematch(dialogue_ids: set[int]) -> None:
     _mark(later, only_if_none=True)
 
 
-def _vocabulary_add(counts: Vocabulary) -> None:
+def _vocabulary_add(vocabulary: Vocabulary) -> None:
     """Add to the runs' n-gram counts: one row per distinct n-gram of the batch. Sorted, so
     concurrent writers lock shared rows in one order and never deadlock."""
-    rows = [(*key, delta) for key, delta in sorted(counts.items()) if delta]
+    rows = [
+        (run_id, n, key, delta)
+        for run_id, counts in sorted(vocabulary.items())
+        for (n, key), delta in sorted(counts.items())
+        if delta
+    ]
     statements.insert_rows(RunNgram, ("run_id", "n", "key", "dialogues"), rows)
-    runs = {run_id for (run_id, _, _), delta in counts.items() if delta < 0}
+    runs = [run_id for run_id, counts in vocabulary.items() if min(counts.values(), default=0) < 0]
     if runs:
         RunNgram.objects.filter(run_id__in=runs, dialogues__lte=0).delete()
 
