@@ -133,7 +133,8 @@ def index_lock() -> None:
     """Hold the index until the transaction ends, so batches of checks run one at a time and
     each reads the bands of every batch before it (two batches at once would not see each
     other's uncommitted rows and could both miss a pair that spans them). PostgreSQL needs a
-    lock for that; SQLite lets one writer in at a time, and a second fails and is retried."""
+    lock for that; SQLite's transactions begin IMMEDIATE (settings), taking its single write
+    lock at once."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [INDEX_LOCK])
