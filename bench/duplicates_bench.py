@@ -4,7 +4,8 @@ against the CPU of generating a turn.
 
     SECRET_KEY=x DATABASE_URL=postgres://postgres@127.0.0.1:5432/duplicates_bench \\
         flock /tmp/bench.lock .venv/bin/python bench/duplicates_bench.py \\
-        [--dialogues 100000] [--copies-per-100 5] [--reseed] [--checks 300]
+        [--dialogues 100000] [--copies-per-100 5] [--reseed] [--checks 400]
+        [--batches 1,10,50,200] [--skip-rebuild]
 
 The database is created if missing, migrated and seeded with COPY (reused unless --reseed):
 originals written from five topics' vocabularies (tests/tooling/corpus.py), then copies of
@@ -13,10 +14,15 @@ random originals (exact, one number changed, two turns swapped), completing in t
 1. `manage.py find_duplicates --rebuild` as its own process: wall time, CPU (user + system,
    `wait4`) and peak RSS; dialogues per second. Then recall and precision of the marks.
 2. In this process, with the demo provider and no latency: `--checks` dialogues generated
-   (receivers off) for the CPU per turn, then each one checked against the whole index
-   (`review.duplicates.dialogue_check`) for the CPU per check, measured the same way
-   (`time.process_time`, this process only; the database server's CPU is not counted in
-   either). The ratio check / turn is the goal's figure (< 10 %).
+   (receivers off) for the CPU per turn. Then, for each batch size of `--batches`, the same
+   dialogues taken out of the index (not timed), queued as at completion (not timed) and
+   checked by `review.duplicates.pending_check` that many at a time, as the check task
+   does: CPU per checked dialogue (`time.process_time`, this process only; the database
+   server's CPU is not counted in either figure), with and without the run vocabulary; for
+   seeded dialogues (unrelated to almost all others) and for the generated ones (the demo
+   provider's text: hundreds of near-duplicates each). The ratio check / turn is the goal's
+   figure (< 10 %). Last, the receiver's share in the completing worker: the pending row,
+   the flag, and what sending a task for every completion would cost instead.
 
 Use a database of its own: the seed is large.
 """
@@ -217,9 +223,11 @@ def _batched(ids: list[int], *, batch: int, vocabulary: bool) -> dict:
 def _queueing(ids: list[int]) -> dict:
     """CPU per completion of the receiver's part in the worker that completed the dialogue:
     the pending row, then with a broker either the flag (a task already on its way: the
-    usual case in a burst) or sending the task (no debounce: every completion)."""
+    usual case in a burst) or sending the task (no debounce: every completion); and a check
+    task that finds nothing pending (its dialogues taken by the task before it)."""
     from django.conf import settings
 
+    from review import duplicates
     from review.duplicates import queue, statements
     from review.tasks import check_near_duplicates
     from synthreview.celery import app
@@ -229,6 +237,11 @@ def _queueing(ids: list[int]) -> dict:
     for dialogue_id in ids:
         statements.pending_add(dialogue_id)
     result["pending_row_ms"] = round(1000 * (time.process_time() - cpu) / len(ids), 3)
+    duplicates.pending_check()
+    cpu = time.process_time()
+    for _ in range(50):
+        duplicates.pending_check()
+    result["task_finding_none_ms"] = round(1000 * (time.process_time() - cpu) / 50, 3)
     app.conf.task_always_eager = False
     try:
         if not settings.CELERY_BROKER_URL:
@@ -256,6 +269,7 @@ def check_cost(checks: int, batches: list[int]) -> dict:
     ones (the demo provider's generic text: each has hundreds of near-duplicates), with and
     without the run vocabulary; and the receiver's CPU per completion."""
     from generation.models import Dialogue, GenerationRun
+    from review import duplicates
 
     generated, turn_ms = _generated(checks)
     seeded_run = GenerationRun.objects.filter(scenario__slug="bench-dup").order_by("pk").first()
@@ -275,8 +289,6 @@ def check_cost(checks: int, batches: list[int]) -> dict:
     queued = _queueing(seeded)
     queued["of_turn_pct"] = {k: round(100 * v / turn_ms, 1) for k, v in queued.items()}
     result["queueing"] = queued
-    from review import duplicates
-
     duplicates.pending_check()
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return result
