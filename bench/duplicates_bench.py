@@ -4,7 +4,8 @@ against the CPU of generating a turn.
 
     SECRET_KEY=x DATABASE_URL=postgres://postgres@127.0.0.1:5432/duplicates_bench \\
         flock /tmp/bench.lock .venv/bin/python bench/duplicates_bench.py \\
-        [--dialogues 100000] [--copies-per-100 5] [--reseed] [--checks 300]
+        [--dialogues 100000] [--copies-per-100 5] [--reseed] [--checks 400]
+        [--batches 1,10,50,200] [--skip-rebuild]
 
 The database is created if missing, migrated and seeded with COPY (reused unless --reseed):
 originals written from five topics' vocabularies (tests/tooling/corpus.py), then copies of
@@ -13,10 +14,15 @@ random originals (exact, one number changed, two turns swapped), completing in t
 1. `manage.py find_duplicates --rebuild` as its own process: wall time, CPU (user + system,
    `wait4`) and peak RSS; dialogues per second. Then recall and precision of the marks.
 2. In this process, with the demo provider and no latency: `--checks` dialogues generated
-   (receivers off) for the CPU per turn, then each one checked against the whole index
-   (`review.duplicates.dialogue_check`) for the CPU per check, measured the same way
-   (`time.process_time`, this process only; the database server's CPU is not counted in
-   either). The ratio check / turn is the goal's figure (< 10 %).
+   (receivers off) for the CPU per turn. Then, for each batch size of `--batches`, the same
+   dialogues taken out of the index (not timed), queued as at completion (not timed) and
+   checked by `review.duplicates.pending_check` that many at a time, as the check task
+   does: CPU per checked dialogue (`time.process_time`, this process only; the database
+   server's CPU is not counted in either figure), with and without the run vocabulary; for
+   seeded dialogues (unrelated to almost all others) and for the generated ones (the demo
+   provider's text: hundreds of near-duplicates each). The ratio check / turn is the goal's
+   figure (< 10 %). Last, the receiver's share in the completing worker: the pending row,
+   the flag, and what sending a task for every completion would cost instead.
 
 Use a database of its own: the seed is large.
 """
@@ -26,7 +32,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -180,36 +185,91 @@ def _generated(checks: int) -> tuple[list[int], float]:
     return ids, 1000 * generate_cpu / Turn.objects.filter(dialogue_id__in=ids).count()
 
 
-def _checks(ids: list[int], *, vocabulary: bool) -> dict:
-    """Each dialogue taken out of the index (not timed), then checked as at completion."""
-    from unittest import mock
+def _unindexed(ids: list[int]) -> None:
+    """Take the dialogues out of the index and their run's vocabulary (not timed)."""
+    from collections import Counter, defaultdict
 
-    from generation.models import Dialogue
-    from review import duplicates
     from review.duplicates import index
 
-    for dialogue in Dialogue.objects.filter(pk__in=ids).values("pk", "run_id"):
-        index._unindex(dialogue["pk"], dialogue["run_id"])
+    vocabulary: index.Vocabulary = defaultdict(Counter)
+    index._unindex(index._texts(ids), vocabulary)
+    index._vocabulary_add(vocabulary)
+
+
+def _batched(ids: list[int], *, batch: int, vocabulary: bool) -> dict:
+    """The dialogues queued as at completion (not timed), then checked by `pending_check`
+    taking `batch` at a time, as the check task does."""
+    from unittest import mock
+
+    from review import duplicates
+    from review.duplicates import index, statements
+
+    _unindexed(ids)
+    for dialogue_id in ids:
+        statements.pending_add(dialogue_id)
     skip = index._vocabulary_add if vocabulary else lambda counts: None
-    per_check, walls = [], []
     with mock.patch.object(index, "_vocabulary_add", skip):
-        for dialogue_id in ids:
-            cpu, wall = time.process_time(), time.monotonic()
-            duplicates.dialogue_check(dialogue_id=dialogue_id)
-            per_check.append(time.process_time() - cpu)
-            walls.append(time.monotonic() - wall)
+        cpu, wall = time.process_time(), time.monotonic()
+        taken = duplicates.pending_check(batch_size=batch)
+        cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    assert taken == len(ids), (taken, len(ids))
+    batches = -(-len(ids) // batch)
     return {
-        "cpu_ms": round(1000 * statistics.mean(per_check), 2),
-        "cpu_p95_ms": round(1000 * sorted(per_check)[int(0.95 * len(per_check))], 2),
-        "wall_p50_ms": round(1000 * statistics.median(walls), 2),
+        "cpu_ms": round(1000 * cpu / len(ids), 3),
+        "wall_per_batch_ms": round(1000 * wall / batches, 1),
     }
 
 
-def check_cost(checks: int) -> dict:
-    """CPU per generated turn, and per check: of `checks` seeded dialogues (unrelated to
-    almost everything: the usual case) and of the generated ones (the demo provider's generic
-    text: each has hundreds of near-duplicates), with and without the run vocabulary."""
+def _queueing(ids: list[int]) -> dict:
+    """CPU per completion of the receiver's part in the worker that completed the dialogue:
+    the pending row, then with a broker either the flag (a task already on its way: the
+    usual case in a burst) or sending the task (no debounce: every completion); and a check
+    task that finds nothing pending (its dialogues taken by the task before it)."""
+    from django.conf import settings
+
+    from review import duplicates
+    from review.duplicates import queue, statements
+    from review.tasks import check_near_duplicates
+    from synthreview.celery import app
+
+    result: dict = {}
+    cpu = time.process_time()
+    for dialogue_id in ids:
+        statements.pending_add(dialogue_id)
+    result["pending_row_ms"] = round(1000 * (time.process_time() - cpu) / len(ids), 3)
+    duplicates.pending_check()
+    cpu = time.process_time()
+    for _ in range(50):
+        duplicates.pending_check()
+    result["task_finding_none_ms"] = round(1000 * (time.process_time() - cpu) / 50, 3)
+    app.conf.task_always_eager = False
+    try:
+        if not settings.CELERY_BROKER_URL:
+            return result
+        client = queue._redis()
+        client.set(queue.FLAG_KEY, b"1")
+        cpu = time.process_time()
+        for dialogue_id in ids:
+            queue.check_queue(dialogue_id=dialogue_id)
+        result["pending_row_and_flag_ms"] = round(1000 * (time.process_time() - cpu) / len(ids), 3)
+        nowhere = "bench-duplicates-nowhere"
+        cpu = time.process_time()
+        for _ in ids:
+            check_near_duplicates.apply_async(queue=nowhere)
+        result["send_task_ms"] = round(1000 * (time.process_time() - cpu) / len(ids), 3)
+        client.delete(nowhere, queue.FLAG_KEY)
+    finally:
+        app.conf.task_always_eager = True
+    return result
+
+
+def check_cost(checks: int, batches: list[int]) -> dict:
+    """CPU per generated turn, and per checked dialogue at each batch size: of `checks`
+    seeded dialogues (unrelated to almost everything: the usual case) and of the generated
+    ones (the demo provider's generic text: each has hundreds of near-duplicates), with and
+    without the run vocabulary; and the receiver's CPU per completion."""
     from generation.models import Dialogue, GenerationRun
+    from review import duplicates
 
     generated, turn_ms = _generated(checks)
     seeded_run = GenerationRun.objects.filter(scenario__slug="bench-dup").order_by("pk").first()
@@ -218,11 +278,18 @@ def check_cost(checks: int) -> dict:
     )[:checks]
     result: dict = {"checks": checks, "cpu_per_turn_ms": round(turn_ms, 2)}
     for label, ids in (("unique", seeded), ("clustered", generated)):
-        for vocabulary in (True, False):
-            figures = _checks(ids, vocabulary=vocabulary)
-            key = label + ("" if vocabulary else "_without_vocabulary")
-            figures["of_turn_pct"] = round(100 * figures["cpu_ms"] / turn_ms, 1)
-            result[key] = figures
+        for batch in batches:
+            for vocabulary in (True, False):
+                figures = _batched(ids, batch=batch, vocabulary=vocabulary)
+                figures["of_turn_pct"] = round(100 * figures["cpu_ms"] / turn_ms, 1)
+                key = f"{label}_batch{batch}" + ("" if vocabulary else "_without_vocabulary")
+                result[key] = figures
+                print(key, figures, flush=True)
+    _unindexed(seeded)
+    queued = _queueing(seeded)
+    queued["of_turn_pct"] = {k: round(100 * v / turn_ms, 1) for k, v in queued.items()}
+    result["queueing"] = queued
+    duplicates.pending_check()
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return result
 
@@ -231,7 +298,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dialogues", type=int, default=100_000)
     parser.add_argument("--copies-per-100", type=int, default=5)
-    parser.add_argument("--checks", type=int, default=300)
+    parser.add_argument("--checks", type=int, default=400)
+    parser.add_argument(
+        "--batches", default="1,10,50,200", help="Batch sizes of the check, comma-separated."
+    )
     parser.add_argument("--reseed", action="store_true")
     parser.add_argument(
         "--skip-rebuild", action="store_true", help="Index only what is missing, then measure."
@@ -266,7 +336,8 @@ def main() -> None:
         rate = indexed / result["wall_s"]
         print(f"find_duplicates --rebuild: {result} -> {rate:.0f} dialogues/s")
     print("marks:", marks(args.dialogues, args.copies_per_100))
-    print("check cost:", check_cost(args.checks))
+    batches = [int(size) for size in args.batches.split(",")]
+    print("check cost:", check_cost(args.checks, batches))
     print("load average", " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 

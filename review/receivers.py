@@ -16,6 +16,7 @@ from django.dispatch import receiver
 from generation.engine.endpoints import endpoint_model
 from generation.models import Scenario
 from generation.signals import EndpointCaller, dialogue_completed, endpoint_callers
+from review import duplicates
 from review.models import JudgeConfig
 from review.tasks import check_near_duplicates, judge_dialogue
 
@@ -35,10 +36,18 @@ def judge_completed_dialogue(sender: object, dialogue_id: int, **kwargs: object)
 
 @receiver(dialogue_completed, dispatch_uid="review.check_completed_dialogue")
 def check_completed_dialogue(sender: object, dialogue_id: int, **kwargs: object) -> None:
-    """Check the dialogue for near-duplicates (a regenerated one's signature is replaced)."""
+    """Queue the dialogue's near-duplicate check (a regenerated one's signature is replaced),
+    and send the check task unless one is on its way."""
     try:
-        check_near_duplicates.delay(dialogue_id)
+        if not duplicates.check_queue(dialogue_id=dialogue_id):
+            return
     except Exception:
+        log.exception("could not queue the near-duplicate check of dialogue %s", dialogue_id)
+        return
+    try:
+        check_near_duplicates.apply_async(countdown=duplicates.CHECK_DELAY_SECONDS)
+    except Exception:
+        duplicates.check_queue_reset()
         log.exception("could not enqueue the near-duplicate check of dialogue %s", dialogue_id)
 
 

@@ -40,8 +40,9 @@ def judge_dialogue(dialogue_id: int) -> None:
     retry_backoff=True,
     max_retries=5,
 )
-def check_near_duplicates(dialogue_id: int) -> None:
-    """Index a completed (or regenerated) dialogue and record its twin, if any. Running it
-    twice replaces the signature with the same one. A lost connection, a deadlock victim or a
-    concurrent check of the same dialogue (the signature's key) is retried."""
-    duplicates.dialogue_check(dialogue_id=dialogue_id)
+def check_near_duplicates() -> None:
+    """Check every pending dialogue (completed or regenerated, not yet checked) in batches.
+    A redelivered or duplicate task finds fewer or none pending. A lost connection or a
+    deadlock victim is retried; the batch's transaction rolled back, its dialogues stay
+    pending."""
+    duplicates.pending_check()

@@ -1,21 +1,24 @@
-"""The near-duplicate index in the database: checking a completed dialogue, indexing old data.
+"""The near-duplicate index in the database: checking completed dialogues in batches.
 
-A dialogue's signature, band keys and text figures are written in one transaction that
-commits before it looks for twins, so of two similar dialogues checked at the same moment at
-least one sees the other. The rule is the same in every order: a dialogue is a near-duplicate
-when a dialogue completed before it (then: a lower id) is at least the threshold
-similar; a check marks its own twin and also marks later similar dialogues that have none,
-which covers a later one whose check ran first.
+One implementation for every caller: the check task (`queue`), `dialogue_check` (a batch of
+one) and `find_duplicates` all index through `batch_check`. Batches run one at a time
+(`statements.index_lock`), so a batch reads the bands of every batch before it; the members
+of a batch are compared with each other in Python, in completion order.
 
-A regenerated dialogue is checked again: its signature and bands are replaced, it moves to
-the end of the order (it completed again), and dialogues that had it as their twin are
-matched again against what is now earlier than them.
+The rule is the same in every order: a dialogue is a near-duplicate when a dialogue completed
+before it (then: a lower id) is at least the threshold similar; a check marks its own twin
+(the most similar earlier dialogue) and also marks later similar dialogues that have none,
+which covers a later one checked first.
+
+A regenerated dialogue is checked again: its signature, bands and vocabulary are replaced, it
+moves to the end of the order (it completed again), and dialogues that had it as their twin
+are matched again against what is now earlier than them.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
@@ -26,21 +29,23 @@ from django.db import connection, transaction
 from django.db.models.functions import Coalesce
 
 from generation.models import Dialogue, Turn
-from review.models import DialogueSignature, RunNgram, SignatureBand
+from review.models import DialogueSignature, PendingDuplicateCheck, RunNgram, SignatureBand
 
 from . import signatures, statements
 
-# Dialogues per transaction when indexing existing data.
+# Dialogues per batch when indexing existing data.
 BATCH_SIZE = 500
-# Distinct n-grams held in memory while indexing existing data before they are written.
-VOCABULARY_FLUSH = 200_000
-
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SIGNATURE_COLUMNS = (
-    "dialogue_id", "minhash", "completed_us", "assistant_words", "assistant_bigrams",
-    "opening_hash", "ngram_hashes",
+    "dialogue_id", "minhash", "completed_us", "twin_id", "similarity", "assistant_words",
+    "assistant_bigrams", "opening_hash", "ngram_hashes",
 )  # fmt: skip
+
+# run -> (n, n-gram hash) -> dialogues added (or taken back, negative).
+Vocabulary = defaultdict[int, Counter[tuple[int, int]]]
+# dialogue -> (twin, estimated similarity); a None twin clears the mark.
+Marks = dict[int, tuple[int | None, float | None]]
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,10 @@ class Indexed:
     completed_us: int
     minhash: Sequence[int]
     keys: list[int]
+
+    @property
+    def place(self) -> tuple[int, int]:
+        return (self.completed_us, self.dialogue_id)
 
 
 @dataclass(frozen=True)
@@ -70,184 +79,216 @@ def micros(moment: datetime) -> int:
 
 def dialogue_check(*, dialogue_id: int) -> Match | None:
     """Index one complete dialogue (again) and record its twin; None if it is not complete
-    (gone, or being regenerated: its next completion checks it) or has no words.
-
-    A check of a dialogue that is checked concurrently (a redelivered task) fails on the
-    signature's primary key; the task retries it.
-    """
-    rows = statements.dialogue_text(dialogue_id, Dialogue.Status.COMPLETE)
-    if not rows:
-        return None
-    run_id, finished_at, created_at = rows[0][:3]
-    completed = statements.as_datetime(finished_at or created_at)
-    with transaction.atomic():
-        followers = _unindex(dialogue_id, run_id)
-        entries = _index([(dialogue_id, run_id, completed, [row[3:] for row in rows])])
-    matches = _match(entries)
-    for follower in followers:
-        _rematch(follower)
+    (gone, or being regenerated: its next completion checks it) or has no words."""
+    matches = batch_check(dialogue_ids=[dialogue_id])
     return matches[0] if matches else None
 
 
-def _rematch(dialogue_id: int) -> None:
-    """Find again the twin of a dialogue whose twin changed its text."""
-    row = (
-        DialogueSignature.objects.filter(pk=dialogue_id)
-        .values_list("completed_us", "minhash")
-        .first()
-    )
-    if row is None:
-        return
-    DialogueSignature.objects.filter(pk=dialogue_id).update(twin=None, similarity=None)
-    values = signatures.from_bytes(row[1])
-    keys = signatures.band_keys(values, threshold())
-    _match([Indexed(dialogue_id, row[0], values, keys)])
+def batch_check(*, dialogue_ids: Sequence[int]) -> list[Match]:
+    """Index these dialogues (again) in one transaction and record their twins, in completion
+    order; the ones not complete or without words are left out. Their pending rows go."""
+    with transaction.atomic():
+        statements.index_lock()
+        texts = _texts(dialogue_ids)
+        vocabulary: Vocabulary = defaultdict(Counter)
+        followers = _unindex(texts, vocabulary)
+        entries, rows = _signature_rows(texts, vocabulary)
+        marks, later = _twins(entries)
+        statements.insert_rows(
+            DialogueSignature,
+            SIGNATURE_COLUMNS,
+            [(row[0], row[1], row[2], *marks.get(row[0], (None, None)), *row[3:]) for row in rows],
+        )
+        bands = [(entry.dialogue_id, key) for entry in entries for key in entry.keys]
+        statements.insert_rows(SignatureBand, ("dialogue_id", "key"), bands)
+        _mark(later, only_if_none=True)
+        _vocabulary_add(vocabulary)
+        _rematch(followers - {entry.dialogue_id for entry in entries})
+        PendingDuplicateCheck.objects.filter(dialogue_id__in=dialogue_ids).delete()
+    return [
+        Match(entry.dialogue_id, *marks.get(entry.dialogue_id, (None, None))) for entry in entries
+    ]
 
 
-def _unindex(dialogue_id: int, run_id: int) -> list[int]:
-    """Take an indexed dialogue out of the index (bands, signature, its run vocabulary);
-    returns the dialogues whose twin it was. One statement when it was not indexed."""
-    stored = statements.stored_ngrams(dialogue_id)
-    if stored is None:
-        return []
-    removed = {(run_id, n, key): -1 for n, key in signatures.TextFigures.ngrams_from_bytes(stored)}
-    _vocabulary_add(Counter(removed))
-    RunNgram.objects.filter(run_id=run_id, dialogues__lte=0).delete()
-    followers = list(
-        DialogueSignature.objects.filter(twin_id=dialogue_id).values_list("pk", flat=True)
+Text = tuple[int, int, int, list[tuple[str, str]]]  # dialogue, run, completed_us, (side, text)
+
+
+def _texts(dialogue_ids: Sequence[int]) -> list[Text]:
+    """The complete dialogues among `dialogue_ids` with their live turns, in completion order:
+    one query."""
+    rows = (
+        Turn.objects.filter(
+            dialogue_id__in=list(dialogue_ids),
+            dialogue__status=Dialogue.Status.COMPLETE,
+            discarded_at__isnull=True,
+        )
+        .annotate(completed=completed_at("dialogue__"))
+        .order_by("dialogue_id", "position", "pk")
+        .values_list("dialogue_id", "dialogue__run_id", "completed", "side", "text")
     )
-    SignatureBand.objects.filter(dialogue_id=dialogue_id).delete()
-    DialogueSignature.objects.filter(pk=dialogue_id).delete()
+    texts = []
+    for dialogue_id, group in groupby(rows, key=itemgetter(0)):
+        turns = list(group)
+        run_id, completed = turns[0][1:3]
+        texts.append((dialogue_id, run_id, micros(completed), [row[3:] for row in turns]))
+    return sorted(texts, key=lambda text: (text[2], text[0]))
+
+
+def _unindex(texts: list[Text], vocabulary: Vocabulary) -> set[int]:
+    """Take the indexed ones among these dialogues out of the index (bands, signature), their
+    n-grams out of `vocabulary`; returns the other dialogues whose twin one of them was."""
+    runs = {dialogue_id: run_id for dialogue_id, run_id, _, _ in texts}
+    stored = list(DialogueSignature.objects.filter(pk__in=runs).values_list("pk", "ngram_hashes"))
+    if not stored:
+        return set()
+    for dialogue_id, data in stored:
+        vocabulary[runs[dialogue_id]].subtract(signatures.TextFigures.ngrams_from_bytes(data))
+    ids = [dialogue_id for dialogue_id, _ in stored]
+    followers = set(
+        DialogueSignature.objects.filter(twin_id__in=ids)
+        .exclude(pk__in=ids)
+        .values_list("pk", flat=True)
+    )
+    SignatureBand.objects.filter(dialogue_id__in=ids).delete()
+    DialogueSignature.objects.filter(pk__in=ids).delete()
     return followers
 
 
-def _index(
-    batch: Iterable[tuple[int, int, datetime, list[tuple[str, str]]]],
-    vocabulary: Counter[tuple[int, int, int]] | None = None,
-) -> list[Indexed]:
-    """Write signatures and bands of (dialogue, run, completed, turns), and add their n-grams
-    to the runs' vocabulary: at once, or into `vocabulary` for the caller to write."""
+def _signature_rows(texts: list[Text], vocabulary: Vocabulary) -> tuple[list[Indexed], list]:
+    """Signatures, band keys and signature rows (without the mark) of the dialogues with
+    words; their n-grams counted into `vocabulary`."""
     limit = threshold()
     entries: list[Indexed] = []
     rows: list[tuple] = []
-    bands: list[tuple[int, int]] = []
-    write_now = vocabulary is None
-    vocabulary = Counter() if vocabulary is None else vocabulary
-    for dialogue_id, run_id, completed, turns in batch:
-        values = signatures.minhash(text for _, text in turns)
+    for dialogue_id, run_id, completed_us, turns in texts:
+        values, figures = signatures.fingerprint(turns)
         if values is None:
             continue
-        figures = signatures.text_figures(turns)
-        keys = signatures.band_keys(values, limit)
-        entries.append(Indexed(dialogue_id, micros(completed), values, keys))
+        entries.append(
+            Indexed(dialogue_id, completed_us, values, signatures.band_keys(values, limit))
+        )
         rows.append(
             (
                 dialogue_id,
                 signatures.to_bytes(values),
-                micros(completed),
+                completed_us,
                 figures.assistant_words,
                 figures.assistant_bigrams,
                 figures.opening_hash,
                 figures.ngram_bytes(),
             )
         )
-        bands += [(dialogue_id, key) for key in keys]
-        for n, key in figures.ngrams:
-            vocabulary[(run_id, n, key)] += 1
-    statements.insert_rows(DialogueSignature, SIGNATURE_COLUMNS, rows)
-    statements.insert_rows(SignatureBand, ("dialogue_id", "key"), bands)
-    if write_now:
-        _vocabulary_add(vocabulary)
-    return entries
+        vocabulary[run_id].update(figures.ngrams)
+    return entries, rows
 
 
-def _vocabulary_add(counts: Counter[tuple[int, int, int]]) -> None:
-    """Add to the runs' n-gram counts. Sorted, so concurrent checks lock shared rows in one
-    order and never deadlock."""
-    rows = [(*key, delta) for key, delta in sorted(counts.items()) if delta]
-    statements.insert_rows(RunNgram, ("run_id", "n", "key", "dialogues"), rows)
-
-
-def _match(entries: list[Indexed]) -> list[Match]:
-    """Record each entry's twin (the most similar earlier dialogue), and the entry as the
-    twin of later similar dialogues that have none. One query, plus one UPDATE per mark."""
-    if not entries:
-        return []
+def _twins(entries: list[Indexed]) -> tuple[Marks, Marks]:
+    """(each entry's twin: the most similar dialogue completed before it, indexed or among the
+    entries; indexed later dialogues that get an entry as their twin if they have none).
+    One query for every entry's band keys; the entries' own rows are not read from the index
+    but compared with each other here."""
     limit = threshold()
     by_key: dict[int, list[Indexed]] = {}
     for entry in entries:
         for key in entry.keys:
             by_key.setdefault(key, []).append(entry)
-    found: dict[int, tuple[int, bytes]] = {}
+    known = {entry.dialogue_id: entry for entry in entries}
     candidates: dict[int, set[int]] = {entry.dialogue_id: set() for entry in entries}
+    for members in by_key.values():
+        for member in members:
+            candidates[member.dialogue_id].update(m.dialogue_id for m in members)
     for partner_id, key, completed_us, data in statements.partners(list(by_key)):
-        found[partner_id] = (completed_us, data)
+        if partner_id in candidates:
+            continue  # an entry already indexed (matched again): compared above
+        if partner_id not in known:
+            known[partner_id] = Indexed(partner_id, completed_us, signatures.from_bytes(data), [])
         for entry in by_key[key]:
-            if partner_id != entry.dialogue_id:
-                candidates[entry.dialogue_id].add(partner_id)
-    results = []
-    for entry in entries:
-        place = (entry.completed_us, entry.dialogue_id)
+            candidates[entry.dialogue_id].add(partner_id)
+    marks: Marks = {}
+    later: Marks = {}
+    for entry in sorted(entries, key=lambda e: e.place):
         best: tuple[float, int] | None = None
-        for partner_id in sorted(candidates[entry.dialogue_id]):
-            completed_us, data = found[partner_id]
-            score = signatures.similarity(entry.minhash, signatures.from_bytes(data))
+        for partner_id in sorted(candidates[entry.dialogue_id] - {entry.dialogue_id}):
+            partner = known[partner_id]
+            score = signatures.similarity(entry.minhash, partner.minhash)
             if score < limit:
                 continue
-            if (completed_us, partner_id) < place:
+            if partner.place < entry.place:
                 if best is None or score > best[0]:
                     best = (score, partner_id)
-            else:
-                statements.set_twin(
-                    dialogue_id=partner_id,
-                    twin_id=entry.dialogue_id,
-                    similarity=score,
-                    only_if_none=True,
-                )
+            elif partner_id not in candidates and partner_id not in later:
+                later[partner_id] = (entry.dialogue_id, score)
         if best is not None:
-            statements.set_twin(
-                dialogue_id=entry.dialogue_id,
-                twin_id=best[1],
-                similarity=best[0],
-                only_if_none=False,
-            )
-        results.append(Match(entry.dialogue_id, best and best[1], best and best[0]))
-    return results
+            marks[entry.dialogue_id] = (best[1], best[0])
+    return marks, later
+
+
+def _mark(marks: Marks, *, only_if_none: bool) -> None:
+    for dialogue_id, (twin_id, similarity) in sorted(marks.items()):
+        statements.set_twin(
+            dialogue_id=dialogue_id,
+            twin_id=twin_id,
+            similarity=similarity,
+            only_if_none=only_if_none,
+        )
+
+
+def _rematch(dialogue_ids: set[int]) -> None:
+    """Find again the twins of indexed dialogues whose twin changed its text."""
+    if not dialogue_ids:
+        return
+    limit = threshold()
+    entries = []
+    for pk, completed_us, data in DialogueSignature.objects.filter(pk__in=dialogue_ids).values_list(
+        "pk", "completed_us", "minhash"
+    ):
+        values = signatures.from_bytes(data)
+        entries.append(Indexed(pk, completed_us, values, signatures.band_keys(values, limit)))
+    marks, later = _twins(entries)
+    _mark(
+        {e.dialogue_id: marks.get(e.dialogue_id, (None, None)) for e in entries}, only_if_none=False
+    )
+    _mark(later, only_if_none=True)
+
+
+def _vocabulary_add(vocabulary: Vocabulary) -> None:
+    """Add to the runs' n-gram counts: one row per distinct n-gram of the batch. Sorted, so
+    concurrent writers lock shared rows in one order and never deadlock."""
+    rows = [
+        (run_id, n, key, delta)
+        for run_id, counts in sorted(vocabulary.items())
+        for (n, key), delta in sorted(counts.items())
+        if delta
+    ]
+    statements.insert_rows(RunNgram, ("run_id", "n", "key", "dialogues"), rows)
+    runs = [run_id for run_id, counts in vocabulary.items() if min(counts.values(), default=0) < 0]
+    if runs:
+        RunNgram.objects.filter(run_id__in=runs, dialogues__lte=0).delete()
 
 
 def index_existing(*, rebuild: bool = False, progress=None) -> int:
     """Index complete dialogues without a signature (all of them with `rebuild`, after
-    emptying the index), oldest completion first. Returns how many were indexed."""
+    emptying the index), oldest completion first, BATCH_SIZE at a time through the check's
+    own `batch_check`. Returns how many were indexed."""
     if rebuild:
         with transaction.atomic():
+            statements.index_lock()
             SignatureBand.objects.all().delete()
             DialogueSignature.objects.all().delete()
             RunNgram.objects.all().delete()
     pending = list(
         Dialogue.objects.filter(status=Dialogue.Status.COMPLETE, signature__isnull=True)
-        .annotate(completed=_completed_at())
+        .annotate(completed=completed_at())
         .order_by("completed", "pk")
-        .values_list("pk", "run_id", "completed")
+        .values_list("pk", flat=True)
     )
-    done = 0
-    # Common n-grams recur in most dialogues: counted across batches, each is written once
-    # per VOCABULARY_FLUSH distinct n-grams instead of once per dialogue.
-    vocabulary: Counter[tuple[int, int, int]] = Counter()
     for start in range(0, len(pending), BATCH_SIZE):
-        batch = pending[start : start + BATCH_SIZE]
-        with transaction.atomic():
-            entries = _index(_with_turns(batch), vocabulary)
-        _match(entries)
-        if len(vocabulary) > VOCABULARY_FLUSH:
-            _vocabulary_add(vocabulary)
-            vocabulary.clear()
-        done += len(batch)
+        batch_check(dialogue_ids=pending[start : start + BATCH_SIZE])
         if progress is not None:
-            progress(done, len(pending))
-    _vocabulary_add(vocabulary)
-    if done:
+            progress(min(start + BATCH_SIZE, len(pending)), len(pending))
+    if pending:
         _analyze()
-    return done
+    return len(pending)
 
 
 def _analyze() -> None:
@@ -259,22 +300,6 @@ def _analyze() -> None:
             cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
 
 
-def _completed_at(prefix: str = "") -> Coalesce:
+def completed_at(prefix: str = "") -> Coalesce:
     # Dialogues written by hand (fixtures, imports) may lack finished_at.
     return Coalesce(f"{prefix}finished_at", f"{prefix}created_at")
-
-
-def _with_turns(
-    batch: list[tuple[int, int, datetime]],
-) -> list[tuple[int, int, datetime, list[tuple[str, str]]]]:
-    """The batch's dialogues with their live turns (side, text) in order: one query."""
-    rows = (
-        Turn.objects.filter(dialogue_id__in=[pk for pk, _, _ in batch], discarded_at__isnull=True)
-        .order_by("dialogue_id", "position", "pk")
-        .values_list("dialogue_id", "side", "text")
-    )
-    turns: dict[int, list[tuple[str, str]]] = {
-        dialogue_id: [(side, text) for _, side, text in group]
-        for dialogue_id, group in groupby(rows, key=itemgetter(0))
-    }
-    return [(pk, run_id, at, turns.get(pk, [])) for pk, run_id, at in batch]

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from hashlib import blake2b
+from itertools import chain, repeat
 from zlib import crc32
 
 from rensa import RMinHash
@@ -41,27 +42,38 @@ def words(text: str) -> list[str]:
 
 def shingles(texts: Iterable[str]) -> list[str]:
     """Word 3-grams of each text (a shorter text is one shingle of its words)."""
+    return _shingles(map(words, texts))
+
+
+def _shingles(token_lists: Iterable[list[str]]) -> list[str]:
     found: list[str] = []
-    for text in texts:
-        tokens = words(text)
+    for tokens in token_lists:
         if len(tokens) < SHINGLE_WORDS:
             if tokens:
                 found.append(" ".join(tokens))
             continue
-        found.extend(
-            " ".join(tokens[i : i + SHINGLE_WORDS]) for i in range(len(tokens) - SHINGLE_WORDS + 1)
-        )
+        found.extend(map(" ".join, zip(*(tokens[i:] for i in range(SHINGLE_WORDS)), strict=False)))
     return found
 
 
 def minhash(texts: Iterable[str]) -> array | None:
     """The MinHash values of the texts' shingles, or None when there are no words at all."""
-    found = shingles(texts)
+    return _minhash(shingles(texts))
+
+
+def _minhash(found: list[str]) -> array | None:
     if not found:
         return None
     sketch = RMinHash(num_perm=NUM_PERM, seed=SEED)
     sketch.update(found)
     return array("I", sketch.digest())
+
+
+def fingerprint(turns: Sequence[tuple[str, str]]) -> tuple[array | None, TextFigures]:
+    """`minhash` and `text_figures` of (side, text) turns in order, each turn's words read
+    once (this runs for every completed dialogue)."""
+    tokens = [words(text) for _, text in turns]
+    return _minhash(_shingles(tokens)), _figures(turns, tokens)
 
 
 def to_bytes(values: array) -> bytes:
@@ -137,7 +149,7 @@ class TextFigures:
     ngrams: tuple[tuple[int, int], ...]
 
     def ngram_bytes(self) -> bytes:
-        flat = array("q", [value for pair in self.ngrams for value in pair])
+        flat = array("q", chain.from_iterable(self.ngrams))
         if sys.byteorder == "big":
             flat.byteswap()
         return flat.tobytes()
@@ -159,25 +171,32 @@ def text_figures(turns: Sequence[tuple[str, str]]) -> TextFigures:
     in a run's vocabulary of a million bigrams about a hundred would collide, a change of
     distinct-2 in the fifth decimal.
     """
-    unigrams: set[int] = set()
-    bigrams: set[int] = set()
+    return _figures(turns, [words(text) for _, text in turns])
+
+
+def _figures(turns: Sequence[tuple[str, str]], tokens: list[list[str]]) -> TextFigures:
+    unigrams: set[str] = set()
+    bigrams: set[str] = set()
     total_words = total_bigrams = 0
-    for side, text in turns:
+    for (side, _), words_of_turn in zip(turns, tokens, strict=True):
         if side != ASSISTANT:
             continue
-        tokens = words(text)
-        total_words += len(tokens)
-        total_bigrams += max(0, len(tokens) - 1)
-        unigrams.update(map(_crc, tokens))
-        bigrams.update(map(_crc, map(" ".join, zip(tokens, tokens[1:], strict=False))))
-    opening = " ".join(words(turns[0][1])) if turns else ""
+        total_words += len(words_of_turn)
+        total_bigrams += max(0, len(words_of_turn) - 1)
+        unigrams.update(words_of_turn)
+        bigrams.update(map(" ".join, zip(words_of_turn, words_of_turn[1:], strict=False)))
+    opening = " ".join(tokens[0]) if tokens else ""
     return TextFigures(
         assistant_words=total_words,
         assistant_bigrams=total_bigrams,
         opening_hash=_hash64(opening.encode()) if opening else None,
-        ngrams=tuple(sorted([(1, key) for key in unigrams] + [(2, key) for key in bigrams])),
+        # Sorted by (n, key): every unigram before every bigram.
+        ngrams=(
+            *zip(repeat(1), sorted(_crcs(unigrams)), strict=False),
+            *zip(repeat(2), sorted(_crcs(bigrams)), strict=False),
+        ),
     )
 
 
-def _crc(text: str) -> int:
-    return crc32(text.encode())
+def _crcs(texts: set[str]) -> set[int]:
+    return set(map(crc32, map(str.encode, texts)))

@@ -1,20 +1,19 @@
 """The statements of a near-duplicate check, written out as portable SQL.
 
-Every completed dialogue pays for these in the worker, so they skip the ORM's query building
-(which cost more than running them) and come in a few fixed shapes, short enough for psycopg
-to parse each query text once. Each runs unchanged on SQLite and PostgreSQL (INSERT ... ON CONFLICT DO
+The ones paid per dialogue or per band key skip the ORM's query building (which cost more
+than running them) and come in a few fixed shapes, short enough for psycopg to parse each
+query text once. Each runs unchanged on SQLite and PostgreSQL (INSERT ... ON CONFLICT DO
 UPDATE included).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from functools import cache
 
 from django.db import connection
 
-from review.models import DialogueSignature, RunNgram, SignatureBand
+from review.models import DialogueSignature, PendingDuplicateCheck, RunNgram, SignatureBand
 
 # Band keys per SELECT: one dialogue's keys stay under psycopg's limit of 50 parameters for
 # caching a parsed query; a batch (indexing existing data) sends larger queries, fewer of them.
@@ -50,18 +49,29 @@ def _insert_sql(vendor: str, model_label: str, columns: tuple[str, ...], rows: i
 
 
 def insert_rows(model, columns: tuple[str, ...], rows: Sequence[tuple]) -> None:
-    """Insert `rows` (values in column order, ready for the database): a few as one
-    statement, more with one short statement sent for every row at once (psycopg pipelines
-    them). RunNgram rows add their `dialogues` to an existing row's."""
+    """Insert `rows` (values in column order, ready for the database) with statements of up
+    to CACHED_PARAMS values: one for a few rows, else the same statement for every full
+    group of rows, sent at once (psycopg pipelines them: a few microseconds a row, where a
+    statement per row costs about ten), and one for the rest. RunNgram rows add their
+    `dialogues` to an existing row's."""
     if not rows:
         return
+    per = max(1, CACHED_PARAMS // len(columns))
+    full = len(rows) - len(rows) % per if len(rows) > per else 0
     with connection.cursor() as cursor:
-        if len(rows) * len(columns) <= CACHED_PARAMS:
-            sql = _insert_sql(connection.vendor, model._meta.label, columns, len(rows))
-            cursor.execute(sql, [value for row in rows for value in row])
-        else:
-            sql = _insert_sql(connection.vendor, model._meta.label, columns)
-            cursor.executemany(sql, rows)
+        if full:
+            sql = _insert_sql(connection.vendor, model._meta.label, columns, per)
+            cursor.executemany(
+                sql,
+                [
+                    [value for row in rows[i : i + per] for value in row]
+                    for i in range(0, full, per)
+                ],
+            )
+        if full < len(rows):
+            rest = rows[full:]
+            sql = _insert_sql(connection.vendor, model._meta.label, columns, len(rest))
+            cursor.execute(sql, [value for row in rest for value in row])
 
 
 @cache
@@ -87,7 +97,9 @@ def partners(keys: Sequence[int]) -> list[tuple[int, int, int, bytes]]:
     return rows
 
 
-def set_twin(*, dialogue_id: int, twin_id: int, similarity: float, only_if_none: bool) -> None:
+def set_twin(
+    *, dialogue_id: int, twin_id: int | None, similarity: float | None, only_if_none: bool
+) -> None:
     sql = (
         f"UPDATE {_table(DialogueSignature)} SET {_q('twin_id')} = %s, {_q('similarity')} = %s"
         f" WHERE {_q('dialogue_id')} = %s"
@@ -99,40 +111,30 @@ def set_twin(*, dialogue_id: int, twin_id: int, similarity: float, only_if_none:
 
 
 @cache
-def _text_sql(vendor: str) -> str:
-    from generation.models import Dialogue, Turn
-
-    dialogue, turn = _table(Dialogue), _table(Turn)
+def _pending_sql(vendor: str) -> str:
     return (
-        f"SELECT d.{_q('run_id')}, d.{_q('finished_at')}, d.{_q('created_at')}, t.{_q('side')},"
-        f" t.{_q('text')} FROM {dialogue} d JOIN {turn} t ON t.{_q('dialogue_id')} = d.{_q('id')}"
-        f" WHERE d.{_q('id')} = %s AND d.{_q('status')} = %s AND t.{_q('discarded_at')} IS NULL"
-        f" ORDER BY t.{_q('position')}, t.{_q('id')}"
+        f"INSERT INTO {_table(PendingDuplicateCheck)} ({_q('dialogue_id')}) VALUES (%s)"
+        f" ON CONFLICT ({_q('dialogue_id')}) DO NOTHING"
     )
 
 
-def dialogue_text(dialogue_id: int, status: str) -> list[tuple]:
-    """(run, finished_at, created_at, side, text) of the dialogue's live turns in order, if
-    it has `status`. The times come as the driver gives them (`as_datetime`)."""
+def pending_add(dialogue_id: int) -> None:
+    """Queue the dialogue for its check (again). Paid at every completion, in the worker
+    that completed the dialogue."""
     with connection.cursor() as cursor:
-        cursor.execute(_text_sql(connection.vendor), [dialogue_id, status])
-        return cursor.fetchall()
+        cursor.execute(_pending_sql(connection.vendor), [dialogue_id])
 
 
-def as_datetime(value: datetime | str) -> datetime:
-    """A timestamp read without the ORM: psycopg gives an aware datetime; SQLite a naive one
-    (or its text) in UTC, as Django stores it with USE_TZ."""
-    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+# Any fixed number: the advisory lock's name on PostgreSQL.
+INDEX_LOCK = 0x6E656172_64757073
 
 
-def stored_ngrams(dialogue_id: int) -> bytes | None:
-    """The dialogue's recorded n-grams if it is indexed, else None."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {_q('ngram_hashes')} FROM {_table(DialogueSignature)}"
-            f" WHERE {_q('dialogue_id')} = %s",
-            [dialogue_id],
-        )
-        row = cursor.fetchone()
-    return None if row is None else bytes(row[0])
+def index_lock() -> None:
+    """Hold the index until the transaction ends, so batches of checks run one at a time and
+    each reads the bands of every batch before it (two batches at once would not see each
+    other's uncommitted rows and could both miss a pair that spans them). PostgreSQL needs a
+    lock for that; SQLite's transactions begin IMMEDIATE (settings), taking its single write
+    lock at once."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [INDEX_LOCK])

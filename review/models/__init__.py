@@ -5,7 +5,7 @@ One module per concern; import the models from here."""
 
 from __future__ import annotations
 
-from .duplicates import DialogueSignature, RunNgram, SignatureBand
+from .duplicates import DialogueSignature, PendingDuplicateCheck, RunNgram, SignatureBand
 from .exports import DatasetExport
 from .judge import JudgeConfig, Judgement, Suggestion, SuggestionDecision
 from .reviews import (
@@ -26,6 +26,7 @@ __all__ = [
     "IndependentReview",
     "JudgeConfig",
     "Judgement",
+    "PendingDuplicateCheck",
     "REVIEWER_GROUP",
     "ReviewEvent",
     "ReviewPolicy",

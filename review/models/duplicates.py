@@ -74,3 +74,19 @@ class RunNgram(models.Model):
 
     def __str__(self) -> str:
         return f"{self.n}-gram {self.key} of run {self.run_id}"
+
+
+class PendingDuplicateCheck(models.Model):
+    """A completed (or regenerated) dialogue waiting for its near-duplicate check.
+
+    Written when the dialogue completes; the check task takes pending dialogues in batches,
+    in completion order, and removes their rows in the transaction that indexes them, so a
+    check that fails leaves its dialogues pending for the next one.
+    """
+
+    dialogue = models.OneToOneField(
+        Dialogue, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+
+    def __str__(self) -> str:
+        return f"Near-duplicate check of dialogue {self.dialogue_id}"

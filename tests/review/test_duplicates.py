@@ -3,18 +3,23 @@ regeneration, the completion signal and the command."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import threading
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 
 from generation.models import Dialogue, Side, Turn
 from generation.signals import dialogue_completed
 from review import duplicates
-from review.duplicates import signatures
-from review.models import DialogueSignature, RunNgram, SignatureBand
+from review.duplicates import queue, signatures, statements
+from review.models import DialogueSignature, PendingDuplicateCheck, RunNgram, SignatureBand
+from review.tasks import check_near_duplicates
 from tests.factories import RunFactory
 from tests.tooling.corpus import corpus
 
@@ -208,3 +213,137 @@ def test_review_screen_links_the_twin_in_the_same_queries(
     assert "(estimated similarity 100%)" in page
     assert "level: &lt;i&gt;beginner&lt;/i&gt;" in page
     assert "Near-duplicate of" not in client.get(url("dialogue", first)).content.decode()
+
+
+def _pending(dialogues) -> None:
+    for dialogue in dialogues:
+        statements.pending_add(dialogue.pk)
+
+
+@pytest.mark.parametrize("batch_size", [90, 7, 1])
+def test_recall_and_precision_when_checked_in_batches(batch_size):
+    """Copies in the same batch as their original, or in a later one: every copy is marked
+    with its original as the twin, no original is marked, nothing is left pending."""
+    samples = corpus(originals=60, copies=30, topics=3, seed=7)
+    dialogues = _corpus_run(samples)
+    _pending(dialogues)
+    assert duplicates.pending_check(batch_size=batch_size) == 90
+    assert _scores(samples, dialogues) == (1.0, 1.0, 30)
+    assert not PendingDuplicateCheck.objects.exists()
+
+
+def test_batches_checked_newest_first_mark_the_same_dialogues():
+    """Batches in any order: a later batch holding originals marks the copies checked before
+    it, each with an earlier twin."""
+    samples = corpus(originals=30, copies=15, topics=3, seed=3)
+    dialogues = _corpus_run(samples)
+    ids = [dialogue.pk for dialogue in dialogues]
+    for end in range(len(ids), 0, -10):
+        duplicates.batch_check(dialogue_ids=ids[max(0, end - 10) : end])
+    recall, precision, _ = _scores(samples, dialogues)
+    assert (recall, precision) == (1.0, 1.0)
+    twins = DialogueSignature.objects.filter(twin__isnull=False).values_list("pk", "twin_id")
+    assert all(twin < pk for pk, twin in twins)
+
+
+def test_a_batch_costs_the_same_queries_whatever_its_size(django_assert_max_num_queries):
+    samples = corpus(originals=40, copies=20, topics=3, seed=5)
+    dialogues = _corpus_run(samples)
+    # Savepoints, the lock (PostgreSQL, taken by the loop and the batch), pending ids, texts,
+    # old signatures, candidates; the signatures, bands and vocabulary (each: full groups of
+    # rows, then the rest); the pending rows.
+    for part in (dialogues[:6], dialogues[6:]):
+        _pending(part)
+        with django_assert_max_num_queries(17):
+            assert duplicates.pending_check(batch_size=100) == len(part)
+    assert _scores(samples, dialogues) == (1.0, 1.0, 20)
+
+
+def test_a_dialogue_regenerated_after_its_check_is_checked_again():
+    """Its completion queues it again: its signature and vocabulary are replaced and its copy,
+    now unlike it, is no longer marked."""
+    run = RunFactory()
+    text = [f"shared turn {i} with several common words and {i * 13}" for i in range(4)]
+    first, copy = _dialogue(run, 0, text), _dialogue(run, 1, text)
+    for dialogue in (first, copy):
+        _complete(dialogue)
+    assert DialogueSignature.objects.get(pk=copy.pk).twin_id == first.pk
+    Dialogue.objects.filter(pk=first.pk).update(status=Dialogue.Status.GENERATING)
+    _complete(first)  # a late message for the old text: not complete, nothing changes
+    assert DialogueSignature.objects.get(pk=copy.pk).twin_id == first.pk
+    Turn.objects.filter(dialogue=first).update(text="now the text is another one entirely")
+    Dialogue.objects.filter(pk=first.pk).update(
+        status=Dialogue.Status.COMPLETE, finished_at=START + timedelta(hours=1)
+    )
+    _complete(first, regenerated=True)
+    marks = dict(DialogueSignature.objects.values_list("dialogue_id", "twin_id"))
+    assert marks == {first.pk: None, copy.pk: None}
+    assert not PendingDuplicateCheck.objects.exists()
+    assert RunNgram.objects.filter(run=run, dialogues__gt=1).count() == 0
+
+
+def _complete(dialogue, regenerated: bool = False) -> None:
+    dialogue_completed.send(
+        sender=Dialogue, dialogue_id=dialogue.pk, run_id=dialogue.run_id, regenerated=regenerated
+    )
+
+
+@pytest.mark.redis
+def test_a_burst_of_completions_sends_one_task_until_it_starts():
+    """With a broker, the first completion sends the task, the next ones only queue their
+    dialogue; the task lowers the flag before it reads, then checks them all at once."""
+    run = RunFactory()
+    same = ["identical words in every one of them", "and the same answer"]
+    dialogues = [_dialogue(run, i, same) for i in range(3)]
+    with (
+        mock.patch.object(queue, "tasks_run_inline", return_value=False),
+        mock.patch.object(check_near_duplicates, "apply_async") as send,
+    ):
+        queue.check_queue_reset()
+        for dialogue in dialogues:
+            _complete(dialogue)
+        assert send.call_count == 1
+        assert PendingDuplicateCheck.objects.count() == 3
+        assert duplicates.pending_check() == 3
+        _complete(dialogues[0])
+        assert send.call_count == 2
+        queue.check_queue_reset()
+    marks = dict(DialogueSignature.objects.values_list("dialogue_id", "twin_id"))
+    assert marks == {dialogues[0].pk: None, dialogues[1].pk: dialogues[0].pk,
+                     dialogues[2].pk: dialogues[0].pk}  # fmt: skip
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_batches_never_both_miss_a_pair_that_spans_them():
+    """Two batches at once, the original in one and its copy in the other, both about to read
+    the index: the second waits for the first to commit and finds the pair."""
+    run = RunFactory()
+    text = [f"shared turn {i} with several common words and {i * 13}" for i in range(4)]
+    original, copy = _dialogue(run, 0, text), _dialogue(run, 1, text)
+    both_reading = threading.Barrier(2)
+    read = statements.partners
+    errors: list[BaseException] = []
+
+    def partners(keys):
+        # Broken when the other batch waits for the index lock.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_reading.wait(timeout=2)
+        return read(keys)
+
+    def check(dialogue_id: int) -> None:
+        try:
+            duplicates.batch_check(dialogue_ids=[dialogue_id])
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    with mock.patch.object(statements, "partners", partners):
+        threads = [threading.Thread(target=check, args=(d.pk,)) for d in (copy, original)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert not errors
+    assert DialogueSignature.objects.get(pk=copy.pk).twin_id == original.pk

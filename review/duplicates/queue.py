@@ -1,0 +1,73 @@
+"""Queueing near-duplicate checks: a completed dialogue waits in a pending row, and the check
+task takes every pending dialogue, CHECK_BATCH at a time.
+
+A burst of completions becomes one task: the first completion claims a flag in the broker's
+Redis and sends the task CHECK_DELAY_SECONDS later; the completions after it only add their
+pending row while the flag is up. The task lowers the flag before it reads the pending rows,
+so a dialogue queued after the read raises it again and sends another task: no pending row
+is left without a task coming for it. Without a broker every completion's task runs at once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import transaction
+
+from generation.engine.dispatch import tasks_run_inline
+from generation.engine.gate import redis_scripts
+from review.models import PendingDuplicateCheck
+
+from . import statements
+from .index import batch_check, completed_at
+
+# Dialogues per transaction of the check task.
+CHECK_BATCH = 200
+# How long the first completion of a burst waits for the others before its task runs.
+CHECK_DELAY_SECONDS = 1.0
+# The flag's lifetime: a task lost on its way (a broker failure) holds up the next one this
+# long at most.
+FLAG_SECONDS = 60
+FLAG_KEY = "synthreview:near-duplicate-check-queued"
+
+log = logging.getLogger(__name__)
+
+
+def check_queue(*, dialogue_id: int) -> bool:
+    """Queue the dialogue for its check; True when the caller must send the check task (no
+    task is on its way yet)."""
+    statements.pending_add(dialogue_id)
+    if tasks_run_inline():
+        return True
+    return bool(_redis().set(FLAG_KEY, b"1", nx=True, ex=FLAG_SECONDS))
+
+
+def check_queue_reset() -> None:
+    """Lower the flag: a task is starting, or the one claimed could not be sent."""
+    if not tasks_run_inline():
+        _redis().delete(FLAG_KEY)
+
+
+def pending_check(*, batch_size: int = CHECK_BATCH) -> int:
+    """Check every pending dialogue, oldest completion first, a batch per transaction.
+    Returns how many were taken."""
+    check_queue_reset()
+    taken = 0
+    while True:
+        with transaction.atomic():
+            statements.index_lock()
+            ids = list(
+                PendingDuplicateCheck.objects.annotate(completed=completed_at("dialogue__"))
+                .order_by("completed", "dialogue_id")
+                .values_list("dialogue_id", flat=True)[:batch_size]
+            )
+            if ids:
+                batch_check(dialogue_ids=ids)
+        taken += len(ids)
+        if len(ids) < batch_size:
+            return taken
+
+
+def _redis():
+    return redis_scripts(settings.CELERY_BROKER_URL)[0]
