@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('generation', '0005_endpoints'),
-        ('review', '0005_judge_endpoint'),
+        ('review', '0006_suggestion_decisions'),
     ]
 
     operations = [
