@@ -6,8 +6,8 @@
 -- ARGV[4]: estimated tokens; ARGV[5]: tokens the response's usage reported (-1: none);
 -- ARGV[6]: ok | 429 | error | aborted (never sent); ARGV[7..12]: limit, remaining and reset (ms)
 -- of requests, then of tokens, from the headers (-1: absent); ARGV[13]: Retry-After ms (-1);
--- ARGV[14]: when the call was sent (ms); ARGV[15]: configured max concurrent (0: none);
--- ARGV[16]: seconds the run's totals are kept.
+-- ARGV[14]: when the call reserved its budget, after taking its slot (ms);
+-- ARGV[15]: configured max concurrent (0: none); ARGV[16]: seconds the run's totals are kept.
 local estimate, actual, outcome = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local h = {}
 local has_headers = false
@@ -15,7 +15,7 @@ for i = 7, 12 do
     h[i - 6] = tonumber(ARGV[i])
     if h[i - 6] >= 0 then has_headers = true end
 end
-local retry_after, started = tonumber(ARGV[13]), tonumber(ARGV[14])
+local retry_after, reserved = tonumber(ARGV[13]), tonumber(ARGV[14])
 local ceiling, totals_ttl = tonumber(ARGV[15]), tonumber(ARGV[16])
 local cool = field('cool') or 0
 local FORGET_CAP_MS = 600000
@@ -58,10 +58,12 @@ end
 if outcome == '429' then
     redis.call('HINCRBY', state, 'n429', 1)
     if retry_after >= 0 then cool = math.max(cool, now + retry_after) end
-    -- Halve the concurrency, headers or not, once per wave of calls (only a call sent after
-    -- the last cut can cut again): a 429 under a budget the pacing keeps means calls reached
-    -- the server bunched together, and fewer in flight bunch less.
-    if started >= (field('cut') or 0) then
+    -- Halve the concurrency, headers or not, once per round of calls, as TCP halves its window
+    -- once per round trip: only a call that took its slot after the last cut (under the cut
+    -- cap) can cut again; the calls already queued or in flight then were sent under the old
+    -- cap, and their 429s say nothing about the new one. A 429 under a budget the pacing keeps
+    -- means calls reached the server bunched together, and fewer in flight bunch less.
+    if reserved > (field('cut') or 0) then
         local in_flight = redis.call('ZCARD', KEYS[2])
         local cap = math.min(field('cap') or in_flight, in_flight)
         redis.call('HSET', state, 'cap', math.max(1, math.floor(cap / 2)), 'cut', now)

@@ -109,7 +109,7 @@ class Limits:
 class Ticket:
     holder: str
     estimate: int
-    sent_ms: int
+    reserved_ms: int  # Redis time of the reservation, after the call took its slot
 
 
 def _header(value: float | int | None, scale: float = 1) -> int:
@@ -156,7 +156,7 @@ class EndpointPacer:
         except Exception:
             self._gate.release(holder)
             raise
-        ticket = Ticket(holder=holder, estimate=estimate, sent_ms=int(now_ms) + int(wait_ms))
+        ticket = Ticket(holder=holder, estimate=estimate, reserved_ms=int(now_ms))
         remaining = wait_ms / 1000
         while remaining > 0:
             step = min(remaining, POLL_SECONDS)
@@ -202,7 +202,7 @@ class EndpointPacer:
             ]
         args = [
             *self._budget_args(), ticket.estimate, used, outcome, *headers,
-            _header(retry_after, 1000), ticket.sent_ms, self.limits.max_concurrent,
+            _header(retry_after, 1000), ticket.reserved_ms, self.limits.max_concurrent,
             TOTALS_SECONDS,
         ]  # fmt: skip
         try:
