@@ -110,6 +110,7 @@ class Ticket:
     holder: str
     estimate: int
     reserved_ms: int  # Redis time of the reservation, after the call took its slot
+    sent_ms: int  # ... and of its turn in the budgets
 
 
 def _header(value: float | int | None, scale: float = 1) -> int:
@@ -156,7 +157,8 @@ class EndpointPacer:
         except Exception:
             self._gate.release(holder)
             raise
-        ticket = Ticket(holder=holder, estimate=estimate, reserved_ms=int(now_ms))
+        ticket = Ticket(holder=holder, estimate=estimate, reserved_ms=int(now_ms),
+                        sent_ms=int(now_ms) + int(wait_ms))  # fmt: skip
         remaining = wait_ms / 1000
         while remaining > 0:
             step = min(remaining, POLL_SECONDS)
@@ -202,8 +204,8 @@ class EndpointPacer:
             ]
         args = [
             *self._budget_args(), ticket.estimate, used, outcome, *headers,
-            _header(retry_after, 1000), ticket.reserved_ms, self.limits.max_concurrent,
-            TOTALS_SECONDS,
+            _header(retry_after, 1000), ticket.reserved_ms, ticket.sent_ms,
+            self.limits.max_concurrent, TOTALS_SECONDS,
         ]  # fmt: skip
         try:
             self._settle(keys=[self._state, self._gate.holders_key, *self._run_keys], args=args)

@@ -4,6 +4,7 @@ additively, Retry-After honoured by every call to the endpoint."""
 
 from __future__ import annotations
 
+import math
 import random
 import time
 
@@ -214,6 +215,23 @@ def test_calls_queued_in_the_buckets_before_a_cut_do_not_cut_again(endpoint_id):
         paced.pacer.after(ticket, error=limited)
     assert float(paced.state()["cap"]) == 4
     for ticket in tickets[1:5]:
+        paced.pacer.after(ticket, result=ok(1))
+
+
+@pytest.mark.redis
+def test_a_cut_stops_at_the_concurrency_the_budget_needs(endpoint_id):
+    """Calls per second the budget allows x a call's duration: fewer in flight could not use
+    the budget."""
+    paced = Pacer(endpoint_id, requests_per_minute=1800)  # 0.03 calls a millisecond
+    ticket, _ = paced.call()
+    time.sleep(0.2)
+    paced.pacer.after(ticket, result=ok(1))  # a call of 200 ms or so: 6 or 7 keep it busy
+    needed = math.ceil(0.03 * float(paced.state()["dur"]))
+    assert needed >= 6
+    tickets = [paced.call()[0] for _ in range(8)]
+    paced.pacer.after(tickets[0], error=TransientLLMError("HTTP 429", status=429))
+    assert float(paced.state()["cap"]) == min(8, needed)  # not 4
+    for ticket in tickets[1:]:
         paced.pacer.after(ticket, result=ok(1))
 
 
