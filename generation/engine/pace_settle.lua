@@ -6,9 +6,8 @@
 -- ARGV[4]: estimated tokens; ARGV[5]: tokens the response's usage reported (-1: none);
 -- ARGV[6]: ok | 429 | error | aborted (never sent); ARGV[7..12]: limit, remaining and reset (ms)
 -- of requests, then of tokens, from the headers (-1: absent); ARGV[13]: Retry-After ms (-1);
--- ARGV[14], ARGV[15]: when the call reserved its budget (after taking its slot), and when it
--- was sent (ms); ARGV[16]: configured max concurrent (0: none); ARGV[17]: seconds the run's
--- totals are kept.
+-- ARGV[14]: when the call was sent (ms); ARGV[15]: configured max concurrent (0: none);
+-- ARGV[16]: seconds the run's totals are kept.
 local estimate, actual, outcome = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local h = {}
 local has_headers = false
@@ -16,8 +15,8 @@ for i = 7, 12 do
     h[i - 6] = tonumber(ARGV[i])
     if h[i - 6] >= 0 then has_headers = true end
 end
-local retry_after, reserved, sent = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
-local ceiling, totals_ttl = tonumber(ARGV[16]), tonumber(ARGV[17])
+local retry_after, started = tonumber(ARGV[13]), tonumber(ARGV[14])
+local ceiling, totals_ttl = tonumber(ARGV[15]), tonumber(ARGV[16])
 local cool = field('cool') or 0
 local FORGET_CAP_MS = 600000
 
@@ -56,44 +55,18 @@ elseif h[5] == 0 and h[6] > 0 then
     cool = math.max(cool, now + h[6])
 end
 
-local function average(name, value)
-    local old = field(name)
-    redis.call('HSET', state, name, old and old + (value - old) / 8 or value)
-end
-
--- The calls in flight that keep the budgets busy: calls per millisecond they allow (the
--- tokens' at the average call's tokens) times the average call's duration (0: unknown).
-local function needed(rpm_in_force, tpm_in_force)
-    local duration, tokens = field('dur'), field('tpc')
-    if not duration then return 0 end
-    local per_ms = rpm_in_force > 0 and rpm_in_force / 60000 or nil
-    if tpm_in_force > 0 and tokens then
-        per_ms = math.min(per_ms or math.huge, tpm_in_force / 60000 / tokens)
-    end
-    return per_ms and math.ceil(per_ms * duration) or 0
-end
-
 if outcome == '429' then
     redis.call('HINCRBY', state, 'n429', 1)
     if retry_after >= 0 then cool = math.max(cool, now + retry_after) end
-    -- Halve the concurrency, headers or not, once per round of calls, as TCP halves its window
-    -- once per round trip: only a call that took its slot after the last cut (under the cut
-    -- cap) can cut again; the calls already queued or in flight then were sent under the old
-    -- cap, and their 429s say nothing about the new one. A 429 under a budget the pacing keeps
-    -- means calls reached the server bunched together, and fewer in flight bunch less.
-    -- Never below the concurrency the budget needs, though: fewer calls than the budget's
-    -- calls per second times a call's duration cannot use the budget, and lose throughput
-    -- for every 429 instead of bunching less.
-    if reserved > (field('cut') or 0) then
+    -- Halve the concurrency, headers or not, once per wave of calls (only a call sent after
+    -- the last cut can cut again): a 429 under a budget the pacing keeps means calls reached
+    -- the server bunched together, and fewer in flight bunch less.
+    if started >= (field('cut') or 0) then
         local in_flight = redis.call('ZCARD', KEYS[2])
         local cap = math.min(field('cap') or in_flight, in_flight)
-        cap = math.min(cap, math.max(1, math.floor(cap / 2), needed(rpm, tpm)))
-        redis.call('HSET', state, 'cap', cap, 'cut', now)
+        redis.call('HSET', state, 'cap', math.max(1, math.floor(cap / 2)), 'cut', now)
     end
 elseif outcome == 'ok' then
-    -- A call's duration (sent to settled) and tokens, averaged over the last calls or so.
-    average('dur', math.max(0, now - sent))
-    if actual > 0 then average('tpc', actual) end
     -- Additive recovery: about one more concurrent call per cap's worth of successes.
     local cap = field('cap')
     if cap then

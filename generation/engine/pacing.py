@@ -109,8 +109,7 @@ class Limits:
 class Ticket:
     holder: str
     estimate: int
-    reserved_ms: int  # Redis time of the reservation, after the call took its slot
-    sent_ms: int  # ... and of its turn in the budgets
+    sent_ms: int
 
 
 def _header(value: float | int | None, scale: float = 1) -> int:
@@ -157,8 +156,7 @@ class EndpointPacer:
         except Exception:
             self._gate.release(holder)
             raise
-        ticket = Ticket(holder=holder, estimate=estimate, reserved_ms=int(now_ms),
-                        sent_ms=int(now_ms) + int(wait_ms))  # fmt: skip
+        ticket = Ticket(holder=holder, estimate=estimate, sent_ms=int(now_ms) + int(wait_ms))
         remaining = wait_ms / 1000
         while remaining > 0:
             step = min(remaining, POLL_SECONDS)
@@ -204,8 +202,8 @@ class EndpointPacer:
             ]
         args = [
             *self._budget_args(), ticket.estimate, used, outcome, *headers,
-            _header(retry_after, 1000), ticket.reserved_ms, ticket.sent_ms,
-            self.limits.max_concurrent, TOTALS_SECONDS,
+            _header(retry_after, 1000), ticket.sent_ms, self.limits.max_concurrent,
+            TOTALS_SECONDS,
         ]  # fmt: skip
         try:
             self._settle(keys=[self._state, self._gate.holders_key, *self._run_keys], args=args)
