@@ -236,11 +236,26 @@ def queued_seconds(limits) -> float:
     return queued
 
 
+def busier_share(samples: list[dict], args, step: float = 2.0) -> float:
+    """The mean over `step`-second slices of the larger of the two budgets' shares used."""
+    shares, previous = [], samples[0]
+    for row in samples[1:]:
+        if row["t"] - previous["t"] >= step:
+            seconds = row["t"] - previous["t"]
+            shares.append(max((row["done"] - previous["done"]) / seconds / (args.rpm / 60),
+                              (row["tok"] - previous["tok"]) / seconds / (args.tpm / 60)))  # fmt: skip
+            previous = row
+    return sum(shares) / max(1, len(shares))
+
+
 def timeline(samples: list[dict], args, step: float = 10.0) -> str:
-    """Where the time goes: per `step` seconds, calls answered per second against the limit,
-    429s, the concurrency cap (mean, min), calls in flight at the server and in the endpoint's
-    slots; then the ramp-up (to the first full step at 90 %), the tail (after 95 % of the
-    calls) and the share of samples that found the endpoint paused by a Retry-After."""
+    """Where the time goes: per `step` seconds, calls answered and their tokens per second
+    against the limits, 429s, the concurrency cap (mean, min), calls in flight at the server
+    and in the endpoint's slots, seconds of calls booked ahead in the buckets; then the start
+    (time to the first 5 % of the calls), the tail (time for the last 5 %), the share of
+    samples that found the endpoint paused by a Retry-After or its cap under 14, and how busy
+    the busier of the two budgets was (2-second slices): the requests bind while dialogues are
+    in their first turns, the tokens in their last ones."""
     if len(samples) < 2:
         return "  (no samples)"
     per_second = args.rpm / 60
@@ -272,6 +287,7 @@ def timeline(samples: list[dict], args, step: float = 10.0) -> str:
     tail = end - next(s["t"] for s in samples if s["done"] >= 0.95 * total)
     cooling = sum(1 for s in samples if s.get("cooling")) / len(samples)
     below = sum(1 for s in samples if s.get("cap") is not None and s["cap"] < 14) / len(samples)
+    lines.append(f"  the busier budget {busier_share(samples, args):.1%} used")
     lines.append(
         f"  first 5 % of calls by {ramp:.1f} s; last 5 % took {tail:.1f} s; paused by a "
         f"Retry-After in {cooling:.1%} of samples; cap under 14 in {below:.1%} of samples"
