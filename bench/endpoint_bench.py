@@ -18,8 +18,9 @@ providers may quantise a per-minute limit), answering 429 with Retry-After beyon
   cap and retries only), headers sent.
 
 Reports requests and tokens per minute over the run (from its start to its last turn) against
-the limits, the share of calls answered 429, and failed dialogues. Figures go to
-docs/benchmarks.md.
+the limits, the share of calls answered 429, and failed dialogues; then where the time went,
+from the server's counters and the endpoint's pacing sampled every 0.2 s (`timeline`).
+Figures go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
