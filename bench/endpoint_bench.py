@@ -18,8 +18,9 @@ providers may quantise a per-minute limit), answering 429 with Retry-After beyon
   cap and retries only), headers sent.
 
 Reports requests and tokens per minute over the run (from its start to its last turn) against
-the limits, the share of calls answered 429, and failed dialogues. Figures go to
-docs/benchmarks.md.
+the limits, the share of calls answered 429, and failed dialogues; then where the time went,
+from the server's counters and the endpoint's pacing sampled every 0.2 s (`timeline`).
+Figures go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import argparse
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -133,12 +135,18 @@ def measure(mode: str, args) -> dict:
                                    "DATABASE_URL": os.environ["DATABASE_URL"]})
         for _ in range(args.workers)
     ]  # fmt: skip
+    samples: list[dict] = []
+    done = threading.Event()
     try:
         for worker in workers:
             worker.start()
         fake_stats(url, reset=True)
         run = services.run_launch(scenario=scenario, count=args.dialogues,
                                   max_in_flight=args.in_flight)  # fmt: skip
+        sampler = threading.Thread(
+            target=sample, args=(url, endpoint if mode != "unpaced" else None, run.pk, done,
+                                 samples), daemon=True)  # fmt: skip
+        sampler.start()
         while True:
             run.refresh_from_db()
             if run.status not in GenerationRun.ACTIVE_STATUSES:
@@ -146,6 +154,7 @@ def measure(mode: str, args) -> dict:
             time.sleep(0.5)
         server = fake_stats(url)
     finally:
+        done.set()
         for worker in workers:
             worker.stop()
         fake.terminate()
@@ -167,6 +176,8 @@ def measure(mode: str, args) -> dict:
         "tpm_share": server["tokens"] / minutes / args.tpm,
         "share_429": server["rate_limited"] / max(1, server["requests"]),
         "peak_in_flight": server["peak_in_flight"],
+        "retry_after_seconds": server.get("retry_after_seconds", 0.0),
+        "timeline": timeline(samples, args),
         "cpu_reference_ms": cpu_reference,
         "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
@@ -179,9 +190,110 @@ def report(mode: str, r: dict) -> None:
         f"({r['share_429']:.2%}); {r['requests_per_min']:.0f} requests/min "
         f"({r['rpm_share']:.1%} of the limit), {r['tokens_per_min']:.0f} tokens/min "
         f"({r['tpm_share']:.1%}); server peak {r['peak_in_flight']} in flight; "
-        f"load {r['load_average']}; CPU reference {r['cpu_reference_ms']:.0f} ms",
+        f"load {r['load_average']}; CPU reference {r['cpu_reference_ms']:.0f} ms; "
+        f"Retry-After sent {r['retry_after_seconds']:.2f} s in all",
         flush=True,
     )
+    print(r["timeline"], flush=True)
+
+
+SAMPLE_SECONDS = 0.2
+
+
+def sample(url: str, endpoint, run_id: int, done: threading.Event, samples: list) -> None:
+    """Every SAMPLE_SECONDS: the server's counters and (paced modes) the endpoint's pacing."""
+    from generation.engine.pacing import Limits, pacing_snapshot
+
+    limits = Limits.of(endpoint) if endpoint is not None else None
+    start = time.monotonic()
+    while not done.is_set():
+        server = fake_stats(url)
+        row = {"t": time.monotonic() - start, "done": server["completed"], "tok": server["tokens"],
+               "r429": server["rate_limited"], "server_in_flight": server["in_flight"]}  # fmt: skip
+        if limits is not None:
+            pacing = pacing_snapshot(limits=limits, run_id=run_id)
+            row.update(cap=pacing.concurrency_cap, cooling=pacing.cooldown_seconds > 0,
+                       holders=pacing.in_flight, queued=queued_seconds(limits))  # fmt: skip
+        samples.append(row)
+        done.wait(SAMPLE_SECONDS)
+
+
+def queued_seconds(limits) -> float:
+    """Seconds of calls already booked ahead in the endpoint's request and token buckets (the
+    larger; 0 when a bucket has budget left)."""
+    from generation.engine.pacing import _pace_connection, state_key
+
+    client = _pace_connection(os.environ["CELERY_BROKER_URL"])[0]
+    seconds, micros = client.time()
+    now = seconds * 1000 + micros // 1000
+    state = {k.decode(): float(v) for k, v in client.hgetall(state_key(limits.endpoint_key)).items()
+             if k in (b"rl", b"rt", b"tl", b"tt")}  # fmt: skip
+    queued = 0.0
+    for level, at, limit in (("rl", "rt", limits.requests_per_minute),
+                             ("tl", "tt", limits.tokens_per_minute)):  # fmt: skip
+        if limit and level in state:
+            now_level = state[level] + (now - state[at]) * limit / 60000
+            queued = max(queued, -now_level * 60 / limit)
+    return queued
+
+
+def busier_share(samples: list[dict], args, step: float = 2.0) -> float:
+    """The mean over `step`-second slices of the larger of the two budgets' shares used."""
+    shares, previous = [], samples[0]
+    for row in samples[1:]:
+        if row["t"] - previous["t"] >= step:
+            seconds = row["t"] - previous["t"]
+            shares.append(max((row["done"] - previous["done"]) / seconds / (args.rpm / 60),
+                              (row["tok"] - previous["tok"]) / seconds / (args.tpm / 60)))  # fmt: skip
+            previous = row
+    return sum(shares) / max(1, len(shares))
+
+
+def timeline(samples: list[dict], args, step: float = 10.0) -> str:
+    """Where the time goes: per `step` seconds, calls answered and their tokens per second
+    against the limits, 429s, the concurrency cap (mean, min), calls in flight at the server
+    and in the endpoint's slots, seconds of calls booked ahead in the buckets; then the start
+    (time to the first 5 % of the calls), the tail (time for the last 5 %), the share of
+    samples that found the endpoint paused by a Retry-After or its cap under 14, and how busy
+    the busier of the two budgets was (2-second slices): the requests bind while dialogues are
+    in their first turns, the tokens in their last ones."""
+    if len(samples) < 2:
+        return "  (no samples)"
+    per_second = args.rpm / 60
+    lines = [
+        "  t(s)  calls/s (of limit) tokens/s (of limit)  429s  cap mean/min"
+        "  in flight server/slots  booked s"
+    ]
+    t0, end = 0.0, samples[-1]["t"]
+    previous = samples[0]
+    while t0 < end:
+        rows = [s for s in samples if t0 <= s["t"] < t0 + step] or [previous]
+        last = rows[-1]
+        seconds = max(1e-9, last["t"] - previous["t"])
+        rate = (last["done"] - previous["done"]) / seconds
+        tokens = (last["tok"] - previous["tok"]) / seconds
+        caps = [s["cap"] if s.get("cap") is not None else args.in_flight for s in rows]
+        lines.append(
+            f"  {t0:4.0f}  {rate:5.1f} ({rate / per_second:4.0%}) {tokens:6.0f} ({tokens * 60 / args.tpm:4.0%})"
+            f"  {last['r429'] - previous['r429']:4d}"
+            f"  {sum(caps) / len(caps):5.1f}/{min(caps):3.0f}"
+            f"  {sum(s['server_in_flight'] for s in rows) / len(rows):5.1f}/"
+            f"{sum(s.get('holders', 0) for s in rows) / len(rows):5.1f}"
+            f"  {sum(s.get('queued', 0) for s in rows) / len(rows):5.2f}"
+        )  # fmt: skip
+        previous = last
+        t0 += step
+    total = samples[-1]["done"]
+    ramp = next((s["t"] for s in samples if s["done"] >= 0.05 * total), 0.0)
+    tail = end - next(s["t"] for s in samples if s["done"] >= 0.95 * total)
+    cooling = sum(1 for s in samples if s.get("cooling")) / len(samples)
+    below = sum(1 for s in samples if s.get("cap") is not None and s["cap"] < 14) / len(samples)
+    lines.append(f"  the busier budget {busier_share(samples, args):.1%} used")
+    lines.append(
+        f"  first 5 % of calls by {ramp:.1f} s; last 5 % took {tail:.1f} s; paused by a "
+        f"Retry-After in {cooling:.1%} of samples; cap under 14 in {below:.1%} of samples"
+    )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

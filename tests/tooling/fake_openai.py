@@ -94,6 +94,7 @@ class FakeState:
     burst_seconds: float = 60.0
     rate_headers: bool = True
     rate_limited: int = 0  # 429s served because a budget was spent
+    retry_after_seconds: float = 0.0  # their Retry-After, summed
     completed: int = 0
     tokens: int = 0
 
@@ -134,6 +135,7 @@ class FakeOpenAI:
             burst_seconds=state.burst_seconds, headers=state.rate_headers)  # fmt: skip
         with self._lock:
             state.rate_limited += wait is not None
+            state.retry_after_seconds += wait or 0.0
         return wait, headers
 
     def _next_fault(self) -> str | None:
@@ -269,6 +271,7 @@ class FakeOpenAI:
                     "in_flight": self.state.in_flight,
                     "peak_in_flight": self.state.peak_in_flight,
                     "rate_limited": self.state.rate_limited,
+                    "retry_after_seconds": self.state.retry_after_seconds,
                     "completed": self.state.completed,
                     "tokens": self.state.tokens,
                 }
