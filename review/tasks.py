@@ -40,9 +40,12 @@ def judge_dialogue(dialogue_id: int) -> None:
     retry_backoff=True,
     max_retries=5,
 )
-def check_near_duplicates() -> None:
+def check_near_duplicates(dialogue_id: int | None = None) -> None:
     """Check every pending dialogue (completed or regenerated, not yet checked) in batches.
+    A message naming a dialogue (as messages queued by earlier versions do) queues it first.
     A redelivered or duplicate task finds fewer or none pending. A lost connection or a
     deadlock victim is retried; the batch's transaction rolled back, its dialogues stay
     pending."""
+    if dialogue_id is not None:
+        duplicates.statements.pending_add(dialogue_id)
     duplicates.pending_check()
