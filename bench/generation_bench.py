@@ -47,7 +47,7 @@ def main() -> None:
         "--headroom",
         type=float,
         default=None,
-        help="Dialogues open beyond the in-flight limit, as a fraction (0.25: 64 -> 80); "
+        help="Dialogues open beyond the in-flight limit, as a fraction (0.5: 64 -> 96); "
         "default: SYNTHREVIEW_DIALOGUE_HEADROOM.",
     )
     parser.add_argument(

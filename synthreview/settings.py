@@ -257,7 +257,7 @@ SYNTHREVIEW_DISPATCH_STALE_SECONDS = env_int("SYNTHREVIEW_DISPATCH_STALE_SECONDS
 # A run's max_in_flight caps its LLM requests (a slot per call, shared by all workers through
 # the broker's Redis); it keeps ceil(max_in_flight * HEADROOM) more dialogues open than that, so
 # a dialogue saving a turn or starting up never leaves a slot idle. 0: one dialogue per slot.
-SYNTHREVIEW_DIALOGUE_HEADROOM = env_float("SYNTHREVIEW_DIALOGUE_HEADROOM", 0.25, minimum=0)
+SYNTHREVIEW_DIALOGUE_HEADROOM = env_float("SYNTHREVIEW_DIALOGUE_HEADROOM", 0.5, minimum=0)
 
 # --- Review ----------------------------------------------------------------------------------------
 
