@@ -131,8 +131,10 @@ def test_tokens_are_reserved_by_estimate_and_reconciled_with_the_usage(endpoint_
     paced.pacer.after(first, result=ok(20))  # used 20 of 80: 60 back
     paced.pacer.after(second, result=ok(20))
     _, wait = paced.call(request(max_tokens=80))
-    # 100 - 80 - 80 + 60 + 60 = 60 left: 20 short of the next 80 (a little refill meanwhile).
-    assert wait == pytest.approx(0.1, abs=0.03)
+    # 100 - 80 - 80 + 60 + 60 = 60 left: 20 short of the next 80, 0.1 s (less by the refill
+    # since the second call, which a loaded machine stretches); without the 120 given back the
+    # wait would be 0.7 s.
+    assert 0.0 <= wait <= 0.13
 
 
 @pytest.mark.redis
