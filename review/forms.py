@@ -8,6 +8,7 @@ from django import forms
 from generation.models import GenerationRun, Scenario
 from review.models import Flag
 from review.selectors import QUEUE_FILTERS, QUEUE_ORDERINGS, QUEUE_STATUSES, QueueFilters
+from review.selectors.facets import SHOWN as FACETS_SHOWN
 
 
 def assignee_choices(users: list, groups: list) -> list[tuple[str, str]]:
@@ -57,11 +58,10 @@ class QueueFilterForm(forms.Form):
 
     def facet_choices(self) -> dict[str, tuple[str, list[tuple[str, str]]]]:
         """Each filter's label and options (value, label), for the counts per filter."""
-        names = ("run", "scenario", "assignee", *QUEUE_FILTERS)
         return {
             name: (str(self.fields[name].label or name.capitalize()),
                    [(str(value), str(label)) for value, label in self.fields[name].choices])
-            for name in names
+            for name in FACETS_SHOWN
         }  # fmt: skip
 
     def filters(self) -> QueueFilters:
