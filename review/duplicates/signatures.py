@@ -70,7 +70,7 @@ def _minhash(found: list[str]) -> array | None:
 
 
 def fingerprint(turns: Sequence[tuple[str, str]]) -> tuple[array | None, TextFigures]:
-    """`minhash` and `text_figures` of (side, text) turns in order, each turn's words read
+    """`minhash` and the text figures of (side, text) turns in order, each turn's words read
     once (this runs for every completed dialogue)."""
     tokens = [words(text) for _, text in turns]
     return _minhash(_shingles(tokens)), _figures(turns, tokens)
@@ -163,18 +163,14 @@ class TextFigures:
         return list(zip(flat[::2], flat[1::2], strict=True))
 
 
-def text_figures(turns: Sequence[tuple[str, str]]) -> TextFigures:
-    """Figures of (side, text) turns in order: assistant unigrams and bigrams (within a turn),
-    and the opening turn's normalised hash.
+def _figures(turns: Sequence[tuple[str, str]], tokens: list[list[str]]) -> TextFigures:
+    """Figures of (side, text) turns in order, from each turn's words: assistant unigrams and
+    bigrams (within a turn), and the opening turn's normalised hash.
 
     N-grams are hashed with CRC-32 (about 400 per dialogue, on the path of every completion):
     in a run's vocabulary of a million bigrams about a hundred would collide, a change of
     distinct-2 in the fifth decimal.
     """
-    return _figures(turns, [words(text) for _, text in turns])
-
-
-def _figures(turns: Sequence[tuple[str, str]], tokens: list[list[str]]) -> TextFigures:
     unigrams: set[str] = set()
     bigrams: set[str] = set()
     total_words = total_bigrams = 0
