@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from unittest import mock
 
 import pytest
@@ -161,10 +160,12 @@ def test_launch_form_returns_at_once_and_generates_on_a_thread_without_a_broker(
         assert GenerationRun.objects.get().status == GenerationRun.Status.RUNNING
         assert "Running" in admin_client.get(response["Location"]).content.decode()
         release.set()
-        deadline = time.monotonic() + 20
-        while run.status in GenerationRun.ACTIVE_STATUSES and time.monotonic() < deadline:
-            time.sleep(0.05)
-            run.refresh_from_db()
+        # Wait for the thread itself: a test polling the run meanwhile locks SQLite's shared
+        # in-memory database against the thread's writes.
+        for thread in threading.enumerate():
+            if thread.name == "synthreview-inline-generation":
+                thread.join(timeout=20)
+        run.refresh_from_db()
     assert (
         run.created_by == admin_user and run.max_in_flight == 2 and run.temperature_override == 0.3
     )
