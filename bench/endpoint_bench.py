@@ -18,7 +18,8 @@ providers may quantise a per-minute limit), answering 429 with Retry-After beyon
   cap and retries only), headers sent.
 
 Reports requests and tokens per minute over the run (from its start to its last turn) against
-the limits, the share of calls answered 429, and failed dialogues; then where the time went,
+the limits, the share of calls answered 429, failed dialogues, and over how many seconds the
+first window of dialogues started (`generation/engine/admission.py`); then where the time went,
 from the server's counters and the endpoint's pacing sampled every 0.2 s (`timeline`).
 Figures go to docs/benchmarks.md.
 """
@@ -110,7 +111,7 @@ def bench_scenario(endpoint, args):
 def measure(mode: str, args) -> dict:
     from django.conf import settings
     from django.db import connection
-    from django.db.models import Max
+    from django.db.models import Max, Min
 
     from generation import services
     from generation.models import Endpoint, GenerationRun, Turn
@@ -162,9 +163,13 @@ def measure(mode: str, args) -> dict:
         connection.close()
     last = Turn.objects.filter(dialogue__run=run).aggregate(m=Max("created_at"))["m"]
     span = (last - run.started_at).total_seconds()
+    first = run.dialogues.filter(index__lt=window).aggregate(a=Min("dispatched_at"),
+                                                             b=Max("dispatched_at"))  # fmt: skip
     minutes = span / 60
     return {
         "span": span,
+        "window": window,
+        "window_spread": (first["b"] - first["a"]).total_seconds(),
         "dialogues": run.done_count,
         "failed": run.failed_count,
         "calls": server["requests"],
@@ -191,7 +196,8 @@ def report(mode: str, r: dict) -> None:
         f"({r['rpm_share']:.1%} of the limit), {r['tokens_per_min']:.0f} tokens/min "
         f"({r['tpm_share']:.1%}); server peak {r['peak_in_flight']} in flight; "
         f"load {r['load_average']}; CPU reference {r['cpu_reference_ms']:.0f} ms; "
-        f"Retry-After sent {r['retry_after_seconds']:.2f} s in all",
+        f"Retry-After sent {r['retry_after_seconds']:.2f} s in all; the first "
+        f"{r['window']} dialogues started over {r['window_spread']:.1f} s",
         flush=True,
     )
     print(r["timeline"], flush=True)

@@ -312,7 +312,8 @@ class Dialogue(models.Model):
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
     attempts = models.PositiveIntegerField(default=0)
-    # Set when the dialogue's task is enqueued; a run keeps at most its window dispatched
+    # Set when the dialogue's task is enqueued (to the time it is due, when its start is
+    # delayed: engine.admission); a run keeps at most its window dispatched
     # (engine.dispatch.run_window: max_in_flight, plus headroom when requests are gated).
     dispatched_at = models.DateTimeField(null=True, blank=True)
     # Usage of turns saved since the last roll-up into the run's totals. Each turn adds here

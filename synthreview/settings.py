@@ -217,9 +217,11 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 1800, minimum=10)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 1860, minimum=10)
-# Must exceed the hard time limit or Redis hands a long task to a second worker.
+# Must exceed the hard time limit, plus the longest delay a launch gives a dialogue's start
+# (generation.engine.dispatch.MAX_SPREAD_SECONDS, 600), or Redis hands a long task to a second
+# worker.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": CELERY_TASK_TIME_LIMIT + 600,
+    "visibility_timeout": CELERY_TASK_TIME_LIMIT + 1200,
     # Redis connections per process for acks and publishes. A gevent worker's greenlets ack
     # at the same moment; past kombu's default of 10 an ack fails with "Too many connections"
     # and the message is delivered again later.

@@ -17,6 +17,7 @@ import logging
 import math
 import threading
 from collections import deque
+from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
@@ -31,6 +32,8 @@ from . import gate
 TASK_NAME = "generation.generate_dialogue"
 
 log = logging.getLogger(__name__)
+# A launch never holds a dialogue back longer than this, whatever the spacing.
+MAX_SPREAD_SECONDS = 600.0
 
 _inline = threading.local()
 
@@ -61,10 +64,13 @@ def run_window(*, max_in_flight: int) -> int:
     return max_in_flight + math.ceil(max_in_flight * settings.SYNTHREVIEW_DIALOGUE_HEADROOM)
 
 
-def enqueue(dialogue_ids: list[int], *, background: bool = False) -> None:
-    """Send each dialogue's task (call on commit: the rows must be visible to the worker).
+def enqueue(
+    dialogue_ids: list[int], *, background: bool = False, delays: list[float] | None = None
+) -> None:
+    """Send each dialogue's task (call on commit: the rows must be visible to the worker),
+    each after its delay in seconds if `delays` are given (`admission`).
 
-    Without a broker the tasks run in this process: in the calling thread, or with
+    Without a broker the tasks run in this process, at once: in the calling thread, or with
     `background` on a new thread (its successors join that thread's queue).
     """
     if not dialogue_ids:
@@ -75,9 +81,12 @@ def enqueue(dialogue_ids: list[int], *, background: bool = False) -> None:
         else:
             _run_inline(dialogue_ids)
         return
-    for dialogue_id in dialogue_ids:
+    for dialogue_id, delay in zip(dialogue_ids, delays or [0.0] * len(dialogue_ids), strict=True):
         current_app.send_task(
-            TASK_NAME, args=(dialogue_id,), queue=settings.CELERY_TASK_DEFAULT_QUEUE
+            TASK_NAME,
+            args=(dialogue_id,),
+            queue=settings.CELERY_TASK_DEFAULT_QUEUE,
+            countdown=delay or None,
         )
 
 
@@ -124,11 +133,13 @@ def _dialogue_task():
     return current_app.tasks[TASK_NAME]
 
 
-def run_dispatch(*, run_id: int, background: bool = False) -> int:
+def run_dispatch(*, run_id: int, background: bool = False, spacing: float = 0.0) -> int:
     """Enqueue pending dialogues up to the run's window; returns how many were claimed.
 
     Called at launch and by the sweep (which tops windows up if a hand-over was lost);
-    `background` as for `enqueue`.
+    `background` as for `enqueue`. `spacing` > 0 (from `admission`) starts the claimed
+    dialogues that many seconds apart; each one's `dispatched_at` is then the time it is due,
+    from which the sweep's wait for its task to start counts.
     """
     with transaction.atomic():
         run = GenerationRun.objects.select_for_update().filter(pk=run_id).order_by().first()
@@ -152,8 +163,16 @@ def run_dispatch(*, run_id: int, background: bool = False) -> int:
             .values_list("pk", flat=True)[:free]
         )
         if ids:
-            Dialogue.objects.filter(pk__in=ids).update(dispatched_at=timezone.now())
-            transaction.on_commit(lambda: enqueue(ids, background=background))
+            delays = start_delays(len(ids), spacing=spacing)
+            now = timezone.now()
+            Dialogue.objects.bulk_update(
+                [
+                    Dialogue(pk=pk, dispatched_at=now + timedelta(seconds=delay))
+                    for pk, delay in zip(ids, delays, strict=True)
+                ],
+                ["dispatched_at"],
+            )
+            transaction.on_commit(lambda: enqueue(ids, background=background, delays=delays))
     return len(ids)
 
 
@@ -183,3 +202,11 @@ def successor_claim(*, run_id: int) -> int | None:
             transaction.on_commit(lambda pk=pk: enqueue([pk]))
             return pk
     return None
+
+
+def start_delays(count: int, *, spacing: float) -> list[float]:
+    """Each of `count` dialogues' delay: `spacing` apart, the last at most MAX_SPREAD_SECONDS."""
+    if count < 2 or spacing <= 0:
+        return [0.0] * count
+    step = min(spacing, MAX_SPREAD_SECONDS / (count - 1))
+    return [index * step for index in range(count)]

@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from generation import variables
+from generation.engine.admission import start_spacing
 from generation.engine.dispatch import run_dispatch
 from generation.engine.leases import OPEN_STATUSES
 from generation.models import Dialogue, Endpoint, GenerationRun, Scenario
@@ -31,7 +32,8 @@ def run_launch(
     background: bool = False,
 ) -> GenerationRun:
     """Create the run and its dialogues, each with its topic and its scenario variables'
-    values; the first window's tasks are enqueued once this commits (`run_dispatch`).
+    values; the first window's tasks are enqueued once this commits (`run_dispatch`), their
+    starts spread out where the endpoints have per-minute limits (`admission`).
 
     Refuses (ScenarioNotReady, EndpointNotReady) a scenario without its personas, or an
     endpoint whose key variable is not set here. The run is on the demo provider when every
@@ -80,7 +82,10 @@ def run_launch(
             ],
             batch_size=1000,
         )
-        transaction.on_commit(lambda: run_dispatch(run_id=run.pk, background=background))
+        spacing = start_spacing(run=run)
+        transaction.on_commit(
+            lambda: run_dispatch(run_id=run.pk, background=background, spacing=spacing)
+        )
     return run
 
 

@@ -32,9 +32,16 @@ def scenario(db):
     return ScenarioFactory(min_turns=2, max_turns=4, end_marker="<END>")
 
 
+class Sent(list):
+    def __init__(self) -> None:
+        super().__init__()
+        self.countdowns: dict[int, float | None] = {}
+
+
 @pytest.fixture
 def sent(settings):
-    """As with a broker: tasks are sent by name instead of run here. The dialogue ids sent.
+    """As with a broker: tasks are sent by name instead of run here. The dialogue ids sent, in
+    order; `sent.countdowns`, each one's delay in seconds (None: at once).
 
     Requests are not gated unless the test sets a Redis CELERY_BROKER_URL."""
     from celery import current_app
@@ -42,11 +49,12 @@ def sent(settings):
     from generation.engine import dispatch
 
     settings.CELERY_BROKER_URL = ""
-    ids: list[int] = []
+    ids = Sent()
 
-    def send_task(name, args, queue):
+    def send_task(name, args, queue, countdown):
         assert name == "generation.generate_dialogue"
         ids.append(args[0])
+        ids.countdowns[args[0]] = countdown
 
     app = current_app._get_current_object()
     with (

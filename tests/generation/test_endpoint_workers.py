@@ -1,7 +1,7 @@
 """Endpoints with real `celery worker` processes, PostgreSQL, Redis and fake OpenAI servers:
 each persona's and the judge's calls reach their own server only; an endpoint's requests per
-minute hold across two worker processes; a missing key is refused before anything reaches a
-worker."""
+minute hold across two worker processes; a limited endpoint's first dialogues start spaced; a
+missing key is refused before anything reaches a worker."""
 
 from __future__ import annotations
 
@@ -143,6 +143,30 @@ def test_requests_per_minute_hold_across_two_worker_processes(workers):
         wait_for_end(run, 120, workers)
         assert server.state.rate_limited > 0
         print(f"\nunpaced control: {server.state.rate_limited} 429s; paced: 0 in {elapsed:.1f}s")
+
+
+def test_a_limited_endpoints_first_dialogues_start_one_after_another(workers):
+    # 240 requests a minute and two calls a dialogue: a dialogue every half second. The
+    # pacing alone would start all eight within the first two seconds (four calls a second).
+    with FakeOpenAI(latency=0.02, rpm=240, burst_seconds=1) as server:
+        endpoint = Endpoint.objects.create(
+            name="spaced", base_url=server.url, requests_per_minute=240
+        )
+        run = services.run_launch(
+            scenario=scenario_on(endpoint, endpoint, turns=2), count=8, max_in_flight=8
+        )
+        wait_for_end(run, 60, workers)
+        assert server.state.rate_limited == 0
+    assert run.status == GenerationRun.Status.FINISHED
+    dialogues = list(run.dialogues.order_by("index"))
+    starts = [d.turns.get(position=0).created_at for d in dialogues]
+    due = [d.dispatched_at for d in dialogues]
+    assert [(moment - due[0]).total_seconds() for moment in due] == pytest.approx(
+        [index * 0.5 for index in range(8)], abs=0.01
+    )
+    for started, due_at in zip(starts, due, strict=True):
+        assert (started - due_at).total_seconds() > -0.05  # no task ran before it was due
+    assert (starts[-1] - starts[0]).total_seconds() >= 7 * 0.5 - 0.1
 
 
 def test_a_missing_key_is_refused_at_launch_before_any_worker_sees_it(workers, monkeypatch):

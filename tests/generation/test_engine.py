@@ -125,8 +125,8 @@ def test_with_a_broker_the_task_is_sent_by_name_to_the_configured_queue(settings
     ):
         dispatch.enqueue([7, 8])
     assert send_task.call_args_list == [
-        mock.call("generation.generate_dialogue", args=(7,), queue="the-queue"),
-        mock.call("generation.generate_dialogue", args=(8,), queue="the-queue"),
+        mock.call("generation.generate_dialogue", args=(7,), queue="the-queue", countdown=None),
+        mock.call("generation.generate_dialogue", args=(8,), queue="the-queue", countdown=None),
     ]
 
 
