@@ -89,22 +89,28 @@ def batch_check(*, dialogue_ids: Sequence[int]) -> list[Match]:
     order; the ones not complete or without words are left out. Their pending rows go."""
     with transaction.atomic():
         statements.index_lock()
-        texts = _texts(dialogue_ids)
-        vocabulary: Vocabulary = defaultdict(Counter)
-        followers = _unindex(texts, vocabulary)
-        entries, rows = _signature_rows(texts, vocabulary)
-        marks, later = _twins(entries)
-        statements.insert_rows(
-            DialogueSignature,
-            SIGNATURE_COLUMNS,
-            [(row[0], row[1], row[2], *marks.get(row[0], (None, None)), *row[3:]) for row in rows],
-        )
-        bands = [(entry.dialogue_id, key) for entry in entries for key in entry.keys]
-        statements.insert_rows(SignatureBand, ("dialogue_id", "key"), bands)
-        _mark(later, only_if_none=True)
-        _vocabulary_add(vocabulary)
-        _rematch(followers - {entry.dialogue_id for entry in entries})
-        PendingDuplicateCheck.objects.filter(dialogue_id__in=dialogue_ids).delete()
+        return locked_batch_check(dialogue_ids=dialogue_ids)
+
+
+def locked_batch_check(*, dialogue_ids: Sequence[int]) -> list[Match]:
+    """`batch_check` inside a transaction that already holds the index lock (the check
+    task's, which read the pending ids under it)."""
+    texts = _texts(dialogue_ids)
+    vocabulary: Vocabulary = defaultdict(Counter)
+    followers = _unindex(texts, vocabulary)
+    entries, rows = _signature_rows(texts, vocabulary)
+    marks, later = _twins(entries)
+    statements.insert_rows(
+        DialogueSignature,
+        SIGNATURE_COLUMNS,
+        [(row[0], row[1], row[2], *marks.get(row[0], (None, None)), *row[3:]) for row in rows],
+    )
+    bands = [(entry.dialogue_id, key) for entry in entries for key in entry.keys]
+    statements.insert_rows(SignatureBand, ("dialogue_id", "key"), bands)
+    _mark(later, only_if_none=True)
+    _vocabulary_add(vocabulary)
+    _rematch(followers - {entry.dialogue_id for entry in entries})
+    PendingDuplicateCheck.objects.filter(dialogue_id__in=dialogue_ids).delete()
     return [
         Match(entry.dialogue_id, *marks.get(entry.dialogue_id, (None, None))) for entry in entries
     ]
@@ -252,15 +258,13 @@ def _rematch(dialogue_ids: set[int]) -> None:
 
 
 def _vocabulary_add(vocabulary: Vocabulary) -> None:
-    """Add to the runs' n-gram counts: one row per distinct n-gram of the batch. Sorted, so
-    concurrent writers lock shared rows in one order and never deadlock."""
-    rows = [
+    """Add to the runs' n-gram counts: one row per distinct n-gram of the batch."""
+    statements.ngrams_add(
         (run_id, n, key, delta)
-        for run_id, counts in sorted(vocabulary.items())
-        for (n, key), delta in sorted(counts.items())
+        for run_id, counts in vocabulary.items()
+        for (n, key), delta in counts.items()
         if delta
-    ]
-    statements.insert_rows(RunNgram, ("run_id", "n", "key", "dialogues"), rows)
+    )
     runs = [run_id for run_id, counts in vocabulary.items() if min(counts.values(), default=0) < 0]
     if runs:
         RunNgram.objects.filter(run_id__in=runs, dialogues__lte=0).delete()
