@@ -54,7 +54,7 @@ class Indexed:
 
     dialogue_id: int
     completed_us: int
-    minhash: Sequence[int]
+    minhash: bytes  # as stored (`signatures.to_bytes`)
     keys: list[int]
 
     @property
@@ -170,13 +170,14 @@ def _signature_rows(texts: list[Text], vocabulary: Vocabulary) -> tuple[list[Ind
         values, figures = signatures.fingerprint(turns)
         if values is None:
             continue
+        minhash = signatures.to_bytes(values)
         entries.append(
-            Indexed(dialogue_id, completed_us, values, signatures.band_keys(values, limit))
+            Indexed(dialogue_id, completed_us, minhash, signatures.band_keys(values, limit))
         )
         rows.append(
             (
                 dialogue_id,
-                signatures.to_bytes(values),
+                minhash,
                 completed_us,
                 figures.assistant_words,
                 figures.assistant_bigrams,
@@ -207,16 +208,21 @@ def _twins(entries: list[Indexed]) -> tuple[Marks, Marks]:
         if partner_id in candidates:
             continue  # an entry already indexed (matched again): compared above
         if partner_id not in known:
-            known[partner_id] = Indexed(partner_id, completed_us, signatures.from_bytes(data), [])
+            known[partner_id] = Indexed(partner_id, completed_us, data, [])
         for entry in by_key[key]:
             candidates[entry.dialogue_id].add(partner_id)
+    row = {dialogue_id: i for i, dialogue_id in enumerate(known)}
+    matrix = signatures.matrix([indexed.minhash for indexed in known.values()])
     marks: Marks = {}
     later: Marks = {}
     for entry in sorted(entries, key=lambda e: e.place):
         best: tuple[float, int] | None = None
-        for partner_id in sorted(candidates[entry.dialogue_id] - {entry.dialogue_id}):
+        partner_ids = sorted(candidates[entry.dialogue_id] - {entry.dialogue_id})
+        scores = signatures.similarities(
+            matrix, row[entry.dialogue_id], [row[partner_id] for partner_id in partner_ids]
+        )
+        for partner_id, score in zip(partner_ids, scores, strict=True):
             partner = known[partner_id]
-            score = signatures.similarity(entry.minhash, partner.minhash)
             if score < limit:
                 continue
             if partner.place < entry.place:
@@ -248,8 +254,8 @@ def _rematch(dialogue_ids: set[int]) -> None:
     for pk, completed_us, data in DialogueSignature.objects.filter(pk__in=dialogue_ids).values_list(
         "pk", "completed_us", "minhash"
     ):
-        values = signatures.from_bytes(data)
-        entries.append(Indexed(pk, completed_us, values, signatures.band_keys(values, limit)))
+        keys = signatures.band_keys(signatures.from_bytes(data), limit)
+        entries.append(Indexed(pk, completed_us, bytes(data), keys))
     marks, later = _twins(entries)
     _mark(
         {e.dialogue_id: marks.get(e.dialogue_id, (None, None)) for e in entries}, only_if_none=False
