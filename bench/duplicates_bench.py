@@ -195,7 +195,7 @@ def _unindexed(ids: list[int]) -> None:
     from review.duplicates import index
 
     vocabulary: index.Vocabulary = defaultdict(Counter)
-    index._unindex(index._texts(ids), vocabulary)
+    index._unindex(ids, vocabulary)
     index._vocabulary_add(vocabulary)
 
 

@@ -86,7 +86,8 @@ def dialogue_check(*, dialogue_id: int) -> Match | None:
 
 def batch_check(*, dialogue_ids: Sequence[int]) -> list[Match]:
     """Index these dialogues (again) in one transaction and record their twins, in completion
-    order; the ones not complete or without words are left out. Their pending rows go."""
+    order; the ones not complete (a regeneration under way or interrupted) or without words
+    are left out, and out of the index if they were in it. Their pending rows go."""
     with transaction.atomic():
         statements.index_lock()
         return locked_batch_check(dialogue_ids=dialogue_ids)
@@ -97,7 +98,7 @@ def locked_batch_check(*, dialogue_ids: Sequence[int]) -> list[Match]:
     task's, which read the pending ids under it)."""
     texts = _texts(dialogue_ids)
     vocabulary: Vocabulary = defaultdict(Counter)
-    followers = _unindex(texts, vocabulary)
+    followers = _unindex(dialogue_ids, vocabulary)
     entries, rows = _signature_rows(texts, vocabulary)
     marks, later = _twins(entries)
     statements.insert_rows(
@@ -140,16 +141,19 @@ def _texts(dialogue_ids: Sequence[int]) -> list[Text]:
     return sorted(texts, key=lambda text: (text[2], text[0]))
 
 
-def _unindex(texts: list[Text], vocabulary: Vocabulary) -> set[int]:
+def _unindex(dialogue_ids: Sequence[int], vocabulary: Vocabulary) -> set[int]:
     """Take the indexed ones among these dialogues out of the index (bands, signature), their
     n-grams out of `vocabulary`; returns the other dialogues whose twin one of them was."""
-    runs = {dialogue_id: run_id for dialogue_id, run_id, _, _ in texts}
-    stored = list(DialogueSignature.objects.filter(pk__in=runs).values_list("pk", "ngram_hashes"))
+    stored = list(
+        DialogueSignature.objects.filter(pk__in=list(dialogue_ids)).values_list(
+            "pk", "dialogue__run_id", "ngram_hashes"
+        )
+    )
     if not stored:
         return set()
-    for dialogue_id, data in stored:
-        vocabulary[runs[dialogue_id]].subtract(signatures.TextFigures.ngrams_from_bytes(data))
-    ids = [dialogue_id for dialogue_id, _ in stored]
+    for _, run_id, data in stored:
+        vocabulary[run_id].subtract(signatures.TextFigures.ngrams_from_bytes(data))
+    ids = [dialogue_id for dialogue_id, _, _ in stored]
     followers = set(
         DialogueSignature.objects.filter(twin_id__in=ids)
         .exclude(pk__in=ids)

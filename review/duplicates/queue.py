@@ -56,6 +56,14 @@ def check_queue(*, dialogue_id: int) -> bool:
     return bool(_redis().set(FLAG_KEY, b"1", nx=True, ex=FLAG_SECONDS))
 
 
+def check_requeue(*, dialogue_id: int) -> None:
+    """Queue the check of a dialogue whose regeneration starts, in its transaction, without
+    sending the task: the next check takes its old signature out of the index (it is no
+    longer complete), and its completion queues it again. A regeneration that never
+    completes leaves no stale signature behind."""
+    statements.pending_add(dialogue_id)
+
+
 def check_queue_reset() -> None:
     """Lower the flag: a task is starting, or the one claimed could not be sent."""
     if not tasks_run_inline():
