@@ -101,13 +101,11 @@ def locked_batch_check(*, dialogue_ids: Sequence[int]) -> list[Match]:
     followers = _unindex(dialogue_ids, vocabulary)
     entries, rows = _signature_rows(texts, vocabulary)
     marks, later = _twins(entries)
-    statements.insert_rows(
-        DialogueSignature,
+    statements.signatures_insert(
         SIGNATURE_COLUMNS,
         [(row[0], row[1], row[2], *marks.get(row[0], (None, None)), *row[3:]) for row in rows],
     )
-    bands = [(entry.dialogue_id, key) for entry in entries for key in entry.keys]
-    statements.insert_rows(SignatureBand, ("dialogue_id", "key"), bands)
+    statements.bands_insert((entry.dialogue_id, key) for entry in entries for key in entry.keys)
     _mark(later, only_if_none=True)
     _vocabulary_add(vocabulary)
     _rematch(followers - {entry.dialogue_id for entry in entries})
@@ -208,7 +206,7 @@ def _twins(entries: list[Indexed]) -> tuple[Marks, Marks]:
     for members in by_key.values():
         for member in members:
             candidates[member.dialogue_id].update(m.dialogue_id for m in members)
-    for partner_id, key, completed_us, data in statements.partners(list(by_key)):
+    for partner_id, key, completed_us, data in statements.partners(by_key):
         if partner_id in candidates:
             continue  # an entry already indexed (matched again): compared above
         if partner_id not in known:
