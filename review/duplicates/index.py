@@ -120,23 +120,35 @@ Text = tuple[int, int, int, list[tuple[str, str]]]  # dialogue, run, completed_u
 
 def _texts(dialogue_ids: Sequence[int]) -> list[Text]:
     """The complete dialogues among `dialogue_ids` with their live turns, in completion order:
-    one query."""
+    two queries (the dialogues, then their turns: a dialogue's run and completion read once,
+    not with each of its turns)."""
+    dialogues = sorted(
+        (micros(completed), dialogue_id, run_id)
+        for dialogue_id, run_id, completed in Dialogue.objects.filter(
+            pk__in=list(dialogue_ids), status=Dialogue.Status.COMPLETE
+        )
+        .annotate(completed=completed_at())
+        .values_list("pk", "run_id", "completed")
+    )
+    if not dialogues:
+        return []
     rows = (
         Turn.objects.filter(
-            dialogue_id__in=list(dialogue_ids),
-            dialogue__status=Dialogue.Status.COMPLETE,
+            dialogue_id__in=[dialogue_id for _, dialogue_id, _ in dialogues],
             discarded_at__isnull=True,
         )
-        .annotate(completed=completed_at("dialogue__"))
         .order_by("dialogue_id", "position", "pk")
-        .values_list("dialogue_id", "dialogue__run_id", "completed", "side", "text")
+        .values_list("dialogue_id", "side", "text")
     )
-    texts = []
-    for dialogue_id, group in groupby(rows, key=itemgetter(0)):
-        turns = list(group)
-        run_id, completed = turns[0][1:3]
-        texts.append((dialogue_id, run_id, micros(completed), [row[3:] for row in turns]))
-    return sorted(texts, key=lambda text: (text[2], text[0]))
+    turns = {
+        dialogue_id: [row[1:] for row in group]
+        for dialogue_id, group in groupby(rows, key=itemgetter(0))
+    }
+    return [
+        (dialogue_id, run_id, completed_us, turns[dialogue_id])
+        for completed_us, dialogue_id, run_id in dialogues
+        if dialogue_id in turns
+    ]
 
 
 def _unindex(dialogue_ids: Sequence[int], vocabulary: Vocabulary) -> set[int]:

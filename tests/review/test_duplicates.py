@@ -251,10 +251,10 @@ def test_a_batch_costs_the_same_queries_whatever_its_size(
 ):
     samples = corpus(originals=40, copies=20, topics=3, seed=5)
     dialogues = _corpus_run(samples)
-    # The savepoint and its release, the lock (PostgreSQL), pending ids, texts, old
-    # signatures, candidates; the signatures and bands (each: full groups of rows, then the
-    # rest), the vocabulary (one statement); the pending rows. The sweep for lost checks,
-    # when due, adds its one query (it finds none).
+    # The savepoint and its release, the lock (PostgreSQL), pending ids, the dialogues, their
+    # turns, old signatures, candidates; the signatures (full groups of rows, then the rest),
+    # the bands and the vocabulary (one statement each); the pending rows. The sweep for lost
+    # checks, when due, adds its one query (it finds none).
     for part, sweep_due in ((dialogues[:6], False), (dialogues[6:], True)):
         _pending(part)
         if sweep_due:
