@@ -1,9 +1,10 @@
 """The near-duplicate index in the database: checking completed dialogues in batches.
 
-One implementation for every caller: the check task (`queue`), `dialogue_check` (a batch of
-one) and `find_duplicates` all index through `batch_check`. Batches run one at a time
+One implementation for every caller: the check task (`queue`, through `locked_batch_check`
+in the transaction where it read its pending ids), `dialogue_check` (a batch of one) and
+`find_duplicates` all index through `batch_check`. Batches run one at a time
 (`statements.index_lock`), so a batch reads the bands of every batch before it; the members
-of a batch are compared with each other in Python, in completion order.
+of a batch are compared with each other in memory, in completion order.
 
 The rule is the same in every order: a dialogue is a near-duplicate when a dialogue completed
 before it (then: a lower id) is at least the threshold similar; a check marks its own twin
@@ -12,7 +13,9 @@ which covers a later one checked first.
 
 A regenerated dialogue is checked again: its signature, bands and vocabulary are replaced, it
 moves to the end of the order (it completed again), and dialogues that had it as their twin
-are matched again against what is now earlier than them.
+are matched again against what is now earlier than them. A queued dialogue found no longer
+complete (a regeneration under way, or one that never completed) is taken out of the index
+the same way.
 """
 
 from __future__ import annotations
@@ -232,6 +235,8 @@ def _twins(entries: list[Indexed]) -> tuple[Marks, Marks]:
     for entry in sorted(entries, key=lambda e: e.place):
         best: tuple[float, int] | None = None
         partner_ids = sorted(candidates[entry.dialogue_id] - {entry.dialogue_id})
+        if not partner_ids:
+            continue
         scores = signatures.similarities(
             matrix, row[entry.dialogue_id], [row[partner_id] for partner_id in partner_ids]
         )
