@@ -21,8 +21,10 @@ random originals (exact, one number changed, two turns swapped), completing in t
    server's CPU is not counted in either figure), with and without the run vocabulary; for
    seeded dialogues (unrelated to almost all others) and for the generated ones (the demo
    provider's text: hundreds of near-duplicates each). The ratio check / turn is the goal's
-   figure (< 10 %). Last, the receiver's share in the completing worker: the pending row,
-   the flag, and what sending a task for every completion would cost instead.
+   figure (< 10 %), with the receiver's share in the completing worker measured first (the
+   pending row, the flag, and what sending a task for every completion would cost instead):
+   both sides per dialogue are the check and the pending row with the flag. Last, the check
+   task's sweep for lost checks over the whole database; the generated run is deleted.
 
 Use a database of its own: the seed is large.
 """
@@ -153,8 +155,9 @@ def marks(n_dialogues: int, copies_per_100: int) -> dict:
     }
 
 
-def _generated(checks: int) -> tuple[list[int], float]:
-    """`checks` demo dialogues generated here with no receivers: (ids, CPU ms per turn)."""
+def _generated(checks: int) -> tuple[int, list[int], float]:
+    """`checks` demo dialogues generated here with no receivers: (run, ids, CPU ms per
+    turn)."""
     from unittest import mock
 
     from django.test.utils import override_settings
@@ -182,7 +185,7 @@ def _generated(checks: int) -> tuple[list[int], float]:
         for dialogue_id in ids:
             services.dialogue_generate(dialogue_id=dialogue_id)
         generate_cpu = time.process_time() - cpu
-    return ids, 1000 * generate_cpu / Turn.objects.filter(dialogue_id__in=ids).count()
+    return run.pk, ids, 1000 * generate_cpu / Turn.objects.filter(dialogue_id__in=ids).count()
 
 
 def _unindexed(ids: list[int]) -> None:
@@ -192,7 +195,7 @@ def _unindexed(ids: list[int]) -> None:
     from review.duplicates import index
 
     vocabulary: index.Vocabulary = defaultdict(Counter)
-    index._unindex(index._texts(ids), vocabulary)
+    index._unindex(ids, vocabulary)
     index._vocabulary_add(vocabulary)
 
 
@@ -263,33 +266,56 @@ def _queueing(ids: list[int]) -> dict:
     return result
 
 
+def _sweep() -> dict:
+    """The check task's sweep for lost checks over the whole database (it finds none)."""
+    from django.db import transaction
+
+    from review.duplicates import queue, statements
+
+    with transaction.atomic():
+        statements.index_lock()
+        cpu, wall = time.process_time(), time.monotonic()
+        found = queue.lost_checks_queue()
+        cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    return {"found": found, "wall_ms": round(1000 * wall, 1), "cpu_ms": round(1000 * cpu, 1)}
+
+
 def check_cost(checks: int, batches: list[int]) -> dict:
-    """CPU per generated turn, and per checked dialogue at each batch size: of `checks`
-    seeded dialogues (unrelated to almost everything: the usual case) and of the generated
-    ones (the demo provider's generic text: each has hundreds of near-duplicates), with and
-    without the run vocabulary; and the receiver's CPU per completion."""
+    """CPU per generated turn; the completing worker's CPU per completion (the receiver);
+    and per checked dialogue at each batch size, the check's CPU and both sides together:
+    of `checks` seeded dialogues (unrelated to almost everything: the usual case) and of the
+    generated ones (the demo provider's generic text: each has hundreds of near-duplicates),
+    with and without the run vocabulary. The generated run is deleted at the end."""
     from generation.models import Dialogue, GenerationRun
     from review import duplicates
 
-    generated, turn_ms = _generated(checks)
-    seeded_run = GenerationRun.objects.filter(scenario__slug="bench-dup").order_by("pk").first()
-    seeded = list(
-        Dialogue.objects.filter(run=seeded_run).order_by("index").values_list("pk", flat=True)
-    )[:checks]
-    result: dict = {"checks": checks, "cpu_per_turn_ms": round(turn_ms, 2)}
-    for label, ids in (("unique", seeded), ("clustered", generated)):
-        for batch in batches:
-            for vocabulary in (True, False):
-                figures = _batched(ids, batch=batch, vocabulary=vocabulary)
-                figures["of_turn_pct"] = round(100 * figures["cpu_ms"] / turn_ms, 1)
-                key = f"{label}_batch{batch}" + ("" if vocabulary else "_without_vocabulary")
-                result[key] = figures
-                print(key, figures, flush=True)
-    _unindexed(seeded)
-    queued = _queueing(seeded)
-    queued["of_turn_pct"] = {k: round(100 * v / turn_ms, 1) for k, v in queued.items()}
-    result["queueing"] = queued
-    duplicates.pending_check()
+    run_id, generated, turn_ms = _generated(checks)
+    try:
+        seeded_run = GenerationRun.objects.filter(scenario__slug="bench-dup").order_by("pk")[0]
+        seeded = list(
+            Dialogue.objects.filter(run=seeded_run).order_by("index").values_list("pk", flat=True)
+        )[:checks]
+        result: dict = {"checks": checks, "cpu_per_turn_ms": round(turn_ms, 2)}
+        _unindexed(seeded)
+        queued = _queueing(seeded)
+        duplicates.pending_check()
+        queued["of_turn_pct"] = {k: round(100 * v / turn_ms, 1) for k, v in queued.items()}
+        result["queueing"] = queued
+        print("completing worker", queued, flush=True)
+        worker_ms = queued.get("pending_row_and_flag_ms", queued["pending_row_ms"])
+        for label, ids in (("unique", seeded), ("clustered", generated)):
+            for batch in batches:
+                for vocabulary in (True, False):
+                    figures = _batched(ids, batch=batch, vocabulary=vocabulary)
+                    figures["of_turn_pct"] = round(100 * figures["cpu_ms"] / turn_ms, 1)
+                    figures["both_sides_ms"] = round(worker_ms + figures["cpu_ms"], 3)
+                    figures["both_of_turn_pct"] = round(100 * figures["both_sides_ms"] / turn_ms, 1)
+                    key = f"{label}_batch{batch}" + ("" if vocabulary else "_without_vocabulary")
+                    result[key] = figures
+                    print(key, figures, flush=True)
+        result["sweep"] = _sweep()
+    finally:
+        GenerationRun.objects.filter(pk=run_id).delete()
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return result
 

@@ -5,7 +5,8 @@
   data;
 - `queue`: the pending checks, taken in batches by one task at a time.
 
-`review/receivers.py` queues the check when a dialogue completes.
+`review/receivers.py` queues the check when a dialogue completes, `review.services.turns`
+when a regeneration starts.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from review.duplicates.queue import (
     CHECK_DELAY_SECONDS,
     check_queue,
     check_queue_reset,
+    check_requeue,
     pending_check,
 )
 
@@ -30,6 +32,7 @@ __all__ = [
     "batch_check",
     "check_queue",
     "check_queue_reset",
+    "check_requeue",
     "dialogue_check",
     "index_existing",
     "pending_check",

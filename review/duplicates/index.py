@@ -1,9 +1,10 @@
 """The near-duplicate index in the database: checking completed dialogues in batches.
 
-One implementation for every caller: the check task (`queue`), `dialogue_check` (a batch of
-one) and `find_duplicates` all index through `batch_check`. Batches run one at a time
+One implementation for every caller: the check task (`queue`, through `locked_batch_check`
+in the transaction where it read its pending ids), `dialogue_check` (a batch of one) and
+`find_duplicates` all index through `batch_check`. Batches run one at a time
 (`statements.index_lock`), so a batch reads the bands of every batch before it; the members
-of a batch are compared with each other in Python, in completion order.
+of a batch are compared with each other in memory, in completion order.
 
 The rule is the same in every order: a dialogue is a near-duplicate when a dialogue completed
 before it (then: a lower id) is at least the threshold similar; a check marks its own twin
@@ -12,7 +13,9 @@ which covers a later one checked first.
 
 A regenerated dialogue is checked again: its signature, bands and vocabulary are replaced, it
 moves to the end of the order (it completed again), and dialogues that had it as their twin
-are matched again against what is now earlier than them.
+are matched again against what is now earlier than them. A queued dialogue found no longer
+complete (a regeneration under way, or one that never completed) is taken out of the index
+the same way.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ class Indexed:
 
     dialogue_id: int
     completed_us: int
-    minhash: Sequence[int]
+    minhash: bytes  # as stored (`signatures.to_bytes`)
     keys: list[int]
 
     @property
@@ -86,25 +89,30 @@ def dialogue_check(*, dialogue_id: int) -> Match | None:
 
 def batch_check(*, dialogue_ids: Sequence[int]) -> list[Match]:
     """Index these dialogues (again) in one transaction and record their twins, in completion
-    order; the ones not complete or without words are left out. Their pending rows go."""
+    order; the ones not complete (a regeneration under way or interrupted) or without words
+    are left out, and out of the index if they were in it. Their pending rows go."""
     with transaction.atomic():
         statements.index_lock()
-        texts = _texts(dialogue_ids)
-        vocabulary: Vocabulary = defaultdict(Counter)
-        followers = _unindex(texts, vocabulary)
-        entries, rows = _signature_rows(texts, vocabulary)
-        marks, later = _twins(entries)
-        statements.insert_rows(
-            DialogueSignature,
-            SIGNATURE_COLUMNS,
-            [(row[0], row[1], row[2], *marks.get(row[0], (None, None)), *row[3:]) for row in rows],
-        )
-        bands = [(entry.dialogue_id, key) for entry in entries for key in entry.keys]
-        statements.insert_rows(SignatureBand, ("dialogue_id", "key"), bands)
-        _mark(later, only_if_none=True)
-        _vocabulary_add(vocabulary)
-        _rematch(followers - {entry.dialogue_id for entry in entries})
-        PendingDuplicateCheck.objects.filter(dialogue_id__in=dialogue_ids).delete()
+        return locked_batch_check(dialogue_ids=dialogue_ids)
+
+
+def locked_batch_check(*, dialogue_ids: Sequence[int]) -> list[Match]:
+    """`batch_check` inside a transaction that already holds the index lock (the check
+    task's, which read the pending ids under it)."""
+    texts = _texts(dialogue_ids)
+    vocabulary: Vocabulary = defaultdict(Counter)
+    followers = _unindex(dialogue_ids, vocabulary)
+    entries, rows = _signature_rows(texts, vocabulary)
+    marks, later = _twins(entries)
+    statements.signatures_insert(
+        SIGNATURE_COLUMNS,
+        [(row[0], row[1], row[2], *marks.get(row[0], (None, None)), *row[3:]) for row in rows],
+    )
+    statements.bands_insert((entry.dialogue_id, key) for entry in entries for key in entry.keys)
+    _mark(later, only_if_none=True)
+    _vocabulary_add(vocabulary)
+    _rematch(followers - {entry.dialogue_id for entry in entries})
+    PendingDuplicateCheck.objects.filter(dialogue_id__in=dialogue_ids).delete()
     return [
         Match(entry.dialogue_id, *marks.get(entry.dialogue_id, (None, None))) for entry in entries
     ]
@@ -115,35 +123,50 @@ Text = tuple[int, int, int, list[tuple[str, str]]]  # dialogue, run, completed_u
 
 def _texts(dialogue_ids: Sequence[int]) -> list[Text]:
     """The complete dialogues among `dialogue_ids` with their live turns, in completion order:
-    one query."""
+    two queries (the dialogues, then their turns: a dialogue's run and completion read once,
+    not with each of its turns)."""
+    dialogues = sorted(
+        (micros(completed), dialogue_id, run_id)
+        for dialogue_id, run_id, completed in Dialogue.objects.filter(
+            pk__in=list(dialogue_ids), status=Dialogue.Status.COMPLETE
+        )
+        .annotate(completed=completed_at())
+        .values_list("pk", "run_id", "completed")
+    )
+    if not dialogues:
+        return []
     rows = (
         Turn.objects.filter(
-            dialogue_id__in=list(dialogue_ids),
-            dialogue__status=Dialogue.Status.COMPLETE,
+            dialogue_id__in=[dialogue_id for _, dialogue_id, _ in dialogues],
             discarded_at__isnull=True,
         )
-        .annotate(completed=completed_at("dialogue__"))
         .order_by("dialogue_id", "position", "pk")
-        .values_list("dialogue_id", "dialogue__run_id", "completed", "side", "text")
+        .values_list("dialogue_id", "side", "text")
     )
-    texts = []
-    for dialogue_id, group in groupby(rows, key=itemgetter(0)):
-        turns = list(group)
-        run_id, completed = turns[0][1:3]
-        texts.append((dialogue_id, run_id, micros(completed), [row[3:] for row in turns]))
-    return sorted(texts, key=lambda text: (text[2], text[0]))
+    turns = {
+        dialogue_id: [row[1:] for row in group]
+        for dialogue_id, group in groupby(rows, key=itemgetter(0))
+    }
+    return [
+        (dialogue_id, run_id, completed_us, turns[dialogue_id])
+        for completed_us, dialogue_id, run_id in dialogues
+        if dialogue_id in turns
+    ]
 
 
-def _unindex(texts: list[Text], vocabulary: Vocabulary) -> set[int]:
+def _unindex(dialogue_ids: Sequence[int], vocabulary: Vocabulary) -> set[int]:
     """Take the indexed ones among these dialogues out of the index (bands, signature), their
     n-grams out of `vocabulary`; returns the other dialogues whose twin one of them was."""
-    runs = {dialogue_id: run_id for dialogue_id, run_id, _, _ in texts}
-    stored = list(DialogueSignature.objects.filter(pk__in=runs).values_list("pk", "ngram_hashes"))
+    stored = list(
+        DialogueSignature.objects.filter(pk__in=list(dialogue_ids)).values_list(
+            "pk", "dialogue__run_id", "ngram_hashes"
+        )
+    )
     if not stored:
         return set()
-    for dialogue_id, data in stored:
-        vocabulary[runs[dialogue_id]].subtract(signatures.TextFigures.ngrams_from_bytes(data))
-    ids = [dialogue_id for dialogue_id, _ in stored]
+    for _, run_id, data in stored:
+        vocabulary[run_id].subtract(signatures.TextFigures.ngrams_from_bytes(data))
+    ids = [dialogue_id for dialogue_id, _, _ in stored]
     followers = set(
         DialogueSignature.objects.filter(twin_id__in=ids)
         .exclude(pk__in=ids)
@@ -164,13 +187,14 @@ def _signature_rows(texts: list[Text], vocabulary: Vocabulary) -> tuple[list[Ind
         values, figures = signatures.fingerprint(turns)
         if values is None:
             continue
+        minhash = signatures.to_bytes(values)
         entries.append(
-            Indexed(dialogue_id, completed_us, values, signatures.band_keys(values, limit))
+            Indexed(dialogue_id, completed_us, minhash, signatures.band_keys(values, limit))
         )
         rows.append(
             (
                 dialogue_id,
-                signatures.to_bytes(values),
+                minhash,
                 completed_us,
                 figures.assistant_words,
                 figures.assistant_bigrams,
@@ -197,20 +221,27 @@ def _twins(entries: list[Indexed]) -> tuple[Marks, Marks]:
     for members in by_key.values():
         for member in members:
             candidates[member.dialogue_id].update(m.dialogue_id for m in members)
-    for partner_id, key, completed_us, data in statements.partners(list(by_key)):
+    for partner_id, key, completed_us, data in statements.partners(by_key):
         if partner_id in candidates:
             continue  # an entry already indexed (matched again): compared above
         if partner_id not in known:
-            known[partner_id] = Indexed(partner_id, completed_us, signatures.from_bytes(data), [])
+            known[partner_id] = Indexed(partner_id, completed_us, data, [])
         for entry in by_key[key]:
             candidates[entry.dialogue_id].add(partner_id)
+    row = {dialogue_id: i for i, dialogue_id in enumerate(known)}
+    matrix = signatures.matrix([indexed.minhash for indexed in known.values()])
     marks: Marks = {}
     later: Marks = {}
     for entry in sorted(entries, key=lambda e: e.place):
         best: tuple[float, int] | None = None
-        for partner_id in sorted(candidates[entry.dialogue_id] - {entry.dialogue_id}):
+        partner_ids = sorted(candidates[entry.dialogue_id] - {entry.dialogue_id})
+        if not partner_ids:
+            continue
+        scores = signatures.similarities(
+            matrix, row[entry.dialogue_id], [row[partner_id] for partner_id in partner_ids]
+        )
+        for partner_id, score in zip(partner_ids, scores, strict=True):
             partner = known[partner_id]
-            score = signatures.similarity(entry.minhash, partner.minhash)
             if score < limit:
                 continue
             if partner.place < entry.place:
@@ -242,8 +273,8 @@ def _rematch(dialogue_ids: set[int]) -> None:
     for pk, completed_us, data in DialogueSignature.objects.filter(pk__in=dialogue_ids).values_list(
         "pk", "completed_us", "minhash"
     ):
-        values = signatures.from_bytes(data)
-        entries.append(Indexed(pk, completed_us, values, signatures.band_keys(values, limit)))
+        keys = signatures.band_keys(signatures.from_bytes(data), limit)
+        entries.append(Indexed(pk, completed_us, bytes(data), keys))
     marks, later = _twins(entries)
     _mark(
         {e.dialogue_id: marks.get(e.dialogue_id, (None, None)) for e in entries}, only_if_none=False
@@ -252,15 +283,13 @@ def _rematch(dialogue_ids: set[int]) -> None:
 
 
 def _vocabulary_add(vocabulary: Vocabulary) -> None:
-    """Add to the runs' n-gram counts: one row per distinct n-gram of the batch. Sorted, so
-    concurrent writers lock shared rows in one order and never deadlock."""
-    rows = [
+    """Add to the runs' n-gram counts: one row per distinct n-gram of the batch."""
+    statements.ngrams_add(
         (run_id, n, key, delta)
-        for run_id, counts in sorted(vocabulary.items())
-        for (n, key), delta in sorted(counts.items())
+        for run_id, counts in vocabulary.items()
+        for (n, key), delta in counts.items()
         if delta
-    ]
-    statements.insert_rows(RunNgram, ("run_id", "n", "key", "dialogues"), rows)
+    )
     runs = [run_id for run_id, counts in vocabulary.items() if min(counts.values(), default=0) < 0]
     if runs:
         RunNgram.objects.filter(run_id__in=runs, dialogues__lte=0).delete()

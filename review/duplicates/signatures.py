@@ -22,6 +22,7 @@ from hashlib import blake2b
 from itertools import chain, repeat
 from zlib import crc32
 
+import numpy as np
 from rensa import RMinHash
 
 NUM_PERM = 128
@@ -93,7 +94,19 @@ def from_bytes(data: bytes | memoryview) -> array:
 
 def similarity(a: Sequence[int], b: Sequence[int]) -> float:
     """Estimated Jaccard similarity: the share of equal MinHash values."""
-    return sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
+    return similarities(np.array([a, b], dtype=np.uint32), 0, [1])[0]
+
+
+def matrix(stored: Sequence[bytes | memoryview]) -> np.ndarray:
+    """Signatures as stored (`to_bytes`), one per row."""
+    return np.frombuffer(b"".join(stored), dtype="<u4").reshape(len(stored), NUM_PERM)
+
+
+def similarities(signatures: np.ndarray, row: int, rows: list[int]) -> list[float]:
+    """`similarity` of one row of `signatures` to each of `rows`, compared all at once (a
+    batch of generated text has hundreds of candidates per dialogue)."""
+    equal = np.count_nonzero(signatures[rows] == signatures[row], axis=1)
+    return (equal / NUM_PERM).tolist()
 
 
 def _integrate(f, low: float, high: float, steps: int = 100) -> float:

@@ -1,24 +1,19 @@
 """The statements of a near-duplicate check, written out as portable SQL.
 
-The ones paid per dialogue or per band key skip the ORM's query building (which cost more
-than running them) and come in a few fixed shapes, short enough for psycopg to parse each
-query text once. Each runs unchanged on SQLite and PostgreSQL (INSERT ... ON CONFLICT DO
-UPDATE included).
+The ones paid per dialogue, per band key or per n-gram skip the ORM's query building (which
+cost more than running them): one statement a batch for the bands, the candidates and the
+run vocabulary, their integers written into the text. Each runs unchanged on SQLite and
+PostgreSQL (INSERT ... ON CONFLICT DO UPDATE included).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache
 
 from django.db import connection
 
 from review.models import DialogueSignature, PendingDuplicateCheck, RunNgram, SignatureBand
-
-# Band keys per SELECT: one dialogue's keys stay under psycopg's limit of 50 parameters for
-# caching a parsed query; a batch (indexing existing data) sends larger queries, fewer of them.
-KEYS_PER_QUERY = 32
-KEYS_PER_BATCH_QUERY = 2000
 
 
 def _q(name: str) -> str:
@@ -34,35 +29,25 @@ CACHED_PARAMS = 50
 
 
 @cache
-def _insert_sql(vendor: str, model_label: str, columns: tuple[str, ...], rows: int = 1) -> str:
-    model = {m._meta.label: m for m in (DialogueSignature, SignatureBand, RunNgram)}[model_label]
+def _signatures_sql(vendor: str, columns: tuple[str, ...], rows: int) -> str:
     names = ", ".join(_q(column) for column in columns)
     row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    sql = f"INSERT INTO {_table(model)} ({names}) VALUES {', '.join([row] * rows)}"
-    if model is RunNgram:
-        sql += (
-            f" ON CONFLICT ({_q('run_id')}, {_q('n')}, {_q('key')}) DO UPDATE"
-            f" SET {_q('dialogues')} = {_table(RunNgram)}.{_q('dialogues')}"
-            f" + excluded.{_q('dialogues')}"
-        )
-    return sql
+    return f"INSERT INTO {_table(DialogueSignature)} ({names}) VALUES {', '.join([row] * rows)}"
 
 
-def insert_rows(model, columns: tuple[str, ...], rows: Sequence[tuple]) -> None:
-    """Insert `rows` (values in column order, ready for the database) with statements of up
-    to CACHED_PARAMS values: one for a few rows, else the same statement for every full
-    group of rows, sent at once (psycopg pipelines them: a few microseconds a row, where a
-    statement per row costs about ten), and one for the rest. RunNgram rows add their
-    `dialogues` to an existing row's."""
+def signatures_insert(columns: tuple[str, ...], rows: Sequence[tuple]) -> None:
+    """Insert signature rows (values in column order, ready for the database; bytes among
+    them, so bound as parameters) with statements of up to CACHED_PARAMS values: one for a
+    few rows, else the same statement for every full group of rows, sent at once (psycopg
+    pipelines them), and one for the rest."""
     if not rows:
         return
     per = max(1, CACHED_PARAMS // len(columns))
     full = len(rows) - len(rows) % per if len(rows) > per else 0
     with connection.cursor() as cursor:
         if full:
-            sql = _insert_sql(connection.vendor, model._meta.label, columns, per)
             cursor.executemany(
-                sql,
+                _signatures_sql(connection.vendor, columns, per),
                 [
                     [value for row in rows[i : i + per] for value in row]
                     for i in range(0, full, per)
@@ -70,31 +55,71 @@ def insert_rows(model, columns: tuple[str, ...], rows: Sequence[tuple]) -> None:
             )
         if full < len(rows):
             rest = rows[full:]
-            sql = _insert_sql(connection.vendor, model._meta.label, columns, len(rest))
+            sql = _signatures_sql(connection.vendor, columns, len(rest))
             cursor.execute(sql, [value for row in rest for value in row])
 
 
+# Integer rows are written into the statement's text with `%d`, which takes nothing but a
+# number: formatting them costs a fraction of binding each as a parameter (which psycopg does
+# by parsing the statement for its placeholders, then adapting every value), and `%` formats
+# them faster than an f-string's `:d`. One statement per batch, whatever its size: its text
+# has no limit where parameters have one.
+
+
 @cache
-def _partners_sql(vendor: str, keys: int) -> str:
+def _ngrams_sql(vendor: str) -> str:
+    table, dialogues = _table(RunNgram), _q("dialogues")
+    names = ", ".join(_q(column) for column in ("run_id", "n", "key", "dialogues"))
+    return (
+        f"INSERT INTO {table} ({names}) VALUES {{}}"
+        f" ON CONFLICT ({_q('run_id')}, {_q('n')}, {_q('key')})"
+        f" DO UPDATE SET {dialogues} = {table}.{dialogues} + excluded.{dialogues}"
+    )
+
+
+def ngrams_add(rows: Iterable[tuple[int, int, int, int]]) -> None:
+    """Add (run, n, key, dialogues) to the runs' vocabulary, or insert the row: one
+    statement. Unsorted: batches hold the index lock, so no two write the vocabulary at
+    once."""
+    values = ",".join(["(%d,%d,%d,%d)" % row for row in rows])  # noqa: UP031
+    if values:
+        with connection.cursor() as cursor:
+            cursor.execute(_ngrams_sql(connection.vendor).format(values))
+
+
+@cache
+def _bands_sql(vendor: str) -> str:
+    return f"INSERT INTO {_table(SignatureBand)} ({_q('dialogue_id')}, {_q('key')}) VALUES {{}}"
+
+
+def bands_insert(rows: Iterable[tuple[int, int]]) -> None:
+    """Insert (dialogue, band key) rows: one statement."""
+    values = ",".join(["(%d,%d)" % row for row in rows])  # noqa: UP031
+    if values:
+        with connection.cursor() as cursor:
+            cursor.execute(_bands_sql(connection.vendor).format(values))
+
+
+@cache
+def _partners_sql(vendor: str) -> str:
     band, signature = _table(SignatureBand), _table(DialogueSignature)
     return (
         f"SELECT b.{_q('dialogue_id')}, b.{_q('key')}, s.{_q('completed_us')},"
         f" s.{_q('minhash')} FROM {band} b JOIN {signature} s"
         f" ON s.{_q('dialogue_id')} = b.{_q('dialogue_id')}"
-        f" WHERE b.{_q('key')} IN ({', '.join(['%s'] * keys)})"
+        f" WHERE b.{_q('key')} IN ({{}})"
     )
 
 
-def partners(keys: Sequence[int]) -> list[tuple[int, int, int, bytes]]:
-    """(dialogue, band key, completed_us, minhash) of every band row with one of `keys`."""
-    rows: list[tuple[int, int, int, bytes]] = []
-    size = KEYS_PER_QUERY if len(keys) <= KEYS_PER_QUERY else KEYS_PER_BATCH_QUERY
+def partners(keys: Iterable[int]) -> list[tuple[int, int, int, bytes]]:
+    """(dialogue, band key, completed_us, minhash) of every band row with one of `keys`:
+    one query."""
+    values = ",".join(["%d" % key for key in keys])  # noqa: UP031
+    if not values:
+        return []
     with connection.cursor() as cursor:
-        for start in range(0, len(keys), size):
-            chunk = list(keys[start : start + size])
-            cursor.execute(_partners_sql(connection.vendor, len(chunk)), chunk)
-            rows += cursor.fetchall()
-    return rows
+        cursor.execute(_partners_sql(connection.vendor).format(values))
+        return cursor.fetchall()
 
 
 def set_twin(

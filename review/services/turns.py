@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from generation.models import Dialogue, Turn
 from generation.services import GenerationBusy, dialogue_regenerate_from
+from review import duplicates
 from review.models import Flag, IndependentReview, ReviewEvent, TurnRevision
 from review.services.claims import content_changed, lock_for_edit, record_event
 from review.services.errors import InvalidInput, NothingChanged, ReviewError, TurnConflict
@@ -205,6 +206,7 @@ def dialogue_regenerate(
             raise ReviewError(
                 "The model is writing this dialogue right now; try again when it finishes."
             ) from None
+        duplicates.check_requeue(dialogue_id=dialogue.pk)
         record_event(
             dialogue,
             actor,
