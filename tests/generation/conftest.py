@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from unittest import mock
 
 import pytest
@@ -62,3 +63,23 @@ def sent(settings):
         mock.patch.object(app, "send_task", side_effect=send_task),
     ):
         yield ids
+
+
+@pytest.fixture
+def generation_held():
+    """Without a broker, a launch from the browser generates on a thread of the web process.
+    On SQLite's shared in-memory test database a statement that meets another connection's
+    write fails at once ("database table is locked") where a database file would wait, so a
+    test reading while the thread starts would fail by chance. This holds the thread before
+    its first statement until the test sets the event it yields."""
+    from generation.engine import dispatch
+
+    go = threading.Event()
+    run_inline = dispatch._run_inline
+
+    def held(*args, **kwargs):
+        assert go.wait(30), "the test never let the generation go"
+        return run_inline(*args, **kwargs)
+
+    with mock.patch.object(dispatch, "_run_inline", held):
+        yield go

@@ -134,7 +134,7 @@ def test_launch_refuses_a_scenario_with_both_personas_on_one_side(admin_client):
 
 @pytest.mark.django_db(transaction=True)
 def test_launch_form_returns_at_once_and_generates_on_a_thread_without_a_broker(
-    admin_client, admin_user
+    admin_client, admin_user, generation_held
 ):
     """No broker: the request returns while the model is still answering (the thread holds
     the dialogue), lands on the run page, and the run finishes on its own."""
@@ -156,6 +156,7 @@ def test_launch_form_returns_at_once_and_generates_on_a_thread_without_a_broker(
         run = GenerationRun.objects.get()
         assert response.status_code == 302
         assert response["Location"] == reverse("generation:run_detail", args=[run.pk])
+        generation_held.set()
         assert answering.wait(10)
         assert GenerationRun.objects.get().status == GenerationRun.Status.RUNNING
         assert "Running" in admin_client.get(response["Location"]).content.decode()

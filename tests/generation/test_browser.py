@@ -75,7 +75,9 @@ def test_admin_select_all_then_export_writes_the_file(live_server, new_tab, sett
     assert record.filters == {}
 
 
-def test_admin_launch_lands_on_the_run_page_and_the_admin_says_demo(live_server, new_tab):
+def test_admin_launch_lands_on_the_run_page_and_the_admin_says_demo(
+    live_server, new_tab, generation_held
+):
     UserFactory(username="launcher", is_staff=True, is_superuser=True)
     scenario = ScenarioFactory(name="Geometry")
     tab = new_tab()
@@ -97,6 +99,7 @@ def test_admin_launch_lands_on_the_run_page_and_the_admin_says_demo(live_server,
     # Without a broker the launch generates on a thread of the server: it ends before the
     # test's database is flushed (the run finishing is test_admin's no-broker launch test).
     page.goto("about:blank")
+    generation_held.set()
     for thread in threading.enumerate():
         if thread.name == "synthreview-inline-generation":
             thread.join(timeout=60)
