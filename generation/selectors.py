@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
-from django.db.models import Count, Prefetch, Q, QuerySet, Sum
+from django.db.models import Count, Max, Prefetch, Q, QuerySet, Sum
 from django.utils import timezone
 
 from .engine import dispatch, pacing
@@ -59,6 +59,10 @@ class RunProgress:
     prompt_tokens: int
     completion_tokens: int
     cost_usd: Decimal
+    # Of the waiting: dispatched with a delay not yet over (a launch spreads its first
+    # dialogues' starts to the endpoints' per-minute limits), and when the last one is due.
+    starting: int = 0
+    last_start_in: timedelta | None = None
 
     @property
     def finished(self) -> int:
@@ -77,7 +81,11 @@ class RunProgress:
 
 def run_progress(*, run: GenerationRun) -> RunProgress:
     """Counts by dialogue status and live usage (one query), and an ETA from the rate so far."""
+    now = timezone.now()
+    delayed = Q(status=Dialogue.Status.PENDING, dispatched_at__gt=now)
     counts = Dialogue.objects.filter(run=run).aggregate(
+        starting=Count("pk", filter=delayed),
+        last_start=Max("dispatched_at", filter=delayed),
         done=Count("pk", filter=Q(status=Dialogue.Status.COMPLETE)),
         failed=Count("pk", filter=Q(status=Dialogue.Status.FAILED)),
         cancelled=Count("pk", filter=Q(status=Dialogue.Status.CANCELLED)),
@@ -91,8 +99,9 @@ def run_progress(*, run: GenerationRun) -> RunProgress:
     prompt_tokens = run.prompt_tokens + (counts.pop("pending_prompt") or 0)
     completion_tokens = run.completion_tokens + (counts.pop("pending_completion") or 0)
     cost_usd = run.cost_usd + (counts.pop("pending_cost") or Decimal("0"))
+    last_start = counts.pop("last_start")
     is_active = run.status in GenerationRun.ACTIVE_STATUSES
-    end = run.finished_at if not is_active and run.finished_at else timezone.now()
+    end = run.finished_at if not is_active and run.finished_at else now
     elapsed = end - run.started_at if run.started_at else None
     eta = None
     finished = counts["done"] + counts["failed"]
@@ -107,6 +116,7 @@ def run_progress(*, run: GenerationRun) -> RunProgress:
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         cost_usd=cost_usd,
+        last_start_in=last_start - now if last_start else None,
         **counts,
     )
 

@@ -63,6 +63,30 @@ def test_htmx_poll_returns_only_the_partial_and_stops_when_finished(
     assert "hx-trigger" not in html and "Cancel run" not in html
 
 
+def test_run_page_says_when_its_delayed_first_dialogues_start(
+    client, reviewer, django_assert_max_num_queries
+):
+    run = make_run()
+    now = timezone.now()
+    soon, later = (
+        DialogueFactory(
+            run=run, status=Dialogue.Status.PENDING,
+            dispatched_at=now + timezone.timedelta(seconds=seconds),
+        )
+        for seconds in (20, 75)  # dispatched, due in 20 s and 75 s
+    )  # fmt: skip
+    client.force_login(reviewer)
+    with django_assert_max_num_queries(12):  # the progress query counts them too
+        html = client.get(run.get_absolute_url()).content.decode()
+    assert "2 waiting dialogues start within 1 min 1" in html  # 1 min 14/15 s
+    assert "spaced to the endpoints' per-minute limits" in html
+    Dialogue.objects.filter(pk=later.pk).update(dispatched_at=now)
+    html = client.get(run.get_absolute_url()).content.decode()
+    assert "1 waiting dialogue starts within" in html
+    Dialogue.objects.filter(pk=soon.pk).update(dispatched_at=now)
+    assert "waiting dialogue" not in client.get(run.get_absolute_url()).content.decode()
+
+
 def test_admin_progress_fragment(client, admin_user):
     run = make_run()
     client.force_login(admin_user)
