@@ -103,6 +103,28 @@ def _tasks_inline(request: pytest.FixtureRequest):
 
 
 @pytest.fixture(autouse=True)
+def _worker_checks_drained(request: pytest.FixtureRequest):
+    """After a test with real workers, wait (10 s at most) until the near-duplicate checks its
+    completed dialogues queued have run: a check still in its transaction when the test's
+    database is flushed deadlocks with the flush's TRUNCATE."""
+    if request.node.get_closest_marker("worker") is None:
+        yield
+        return
+    request.getfixturevalue("transactional_db")  # so this ends before the flush
+    yield
+    from review.duplicates import queue
+    from review.models import PendingDuplicateCheck
+
+    flag = queue._redis()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not flag.exists(queue.FLAG_KEY) and not PendingDuplicateCheck.objects.exists():
+            break
+        time.sleep(0.1)
+    time.sleep(0.2)  # the task's last commit to its return
+
+
+@pytest.fixture(autouse=True)
 def _lost_checks_swept(monkeypatch: pytest.MonkeyPatch) -> None:
     """The near-duplicate check's sweep for lost checks runs in the first check of a process
     and then every ten minutes: whichever test came first would pay for it. Tests find it
