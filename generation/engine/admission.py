@@ -34,8 +34,6 @@ def start_spacing(*, run: GenerationRun) -> float:
     if run.provider == "demo" or not dispatch.requests_gated():
         return 0.0
     personas = list(run.scenario.personas.select_related("endpoint").order_by("position"))
-    if len(personas) != 2:
-        return 0.0
     calls = dialogue_calls(run=run, personas=personas)
     seconds = 0.0
     for endpoint, (requests, tokens) in calls.items():
@@ -48,10 +46,11 @@ def start_spacing(*, run: GenerationRun) -> float:
 
 def dialogue_calls(*, run: GenerationRun, personas: list[Persona]) -> dict:
     """endpoint -> (calls, estimated tokens) of one dialogue of `max_turns` turns, each turn's
-    prompt holding the turns before it at their `max_tokens`."""
+    prompt holding the turns before it at their `max_tokens`. The run's scenario has passed
+    `scenario_check_ready` (two personas, one opening)."""
     scenario = run.scenario
-    opener = next((p for p in personas if p.opens), personas[0])
-    other = personas[1] if opener is personas[0] else personas[0]
+    opener = next(p for p in personas if p.opens)
+    other = next(p for p in personas if not p.opens)
     targets = {p.pk: call_target(run=run, persona=p)[0] for p in personas}
     calls: dict = {}
     history = 0

@@ -59,11 +59,16 @@ def signatures_insert(columns: tuple[str, ...], rows: Sequence[tuple]) -> None:
             cursor.execute(sql, [value for row in rest for value in row])
 
 
-# Integer rows are written into the statement's text with `%d`, which takes nothing but a
-# number: formatting them costs a fraction of binding each as a parameter (which psycopg does
-# by parsing the statement for its placeholders, then adapting every value), and `%` formats
-# them faster than an f-string's `:d`. One statement per batch, whatever its size: its text
-# has no limit where parameters have one.
+def _integers_text(row: str, rows: Iterable) -> str:
+    """`rows` written out for a statement's text, each through `row` ("(%d,%d)", "%d"),
+    comma-separated; "" for none.
+
+    `%d` takes nothing but a number, so only integers reach the text. Formatting them costs
+    a fraction of binding each as a parameter (which psycopg does by parsing the statement
+    for its placeholders, then adapting every value), and `%` formats them faster than an
+    f-string's `:d`. One statement per batch, whatever its size: its text has no limit where
+    parameters have one."""
+    return ",".join([row % values for values in rows])
 
 
 @cache
@@ -81,7 +86,7 @@ def ngrams_add(rows: Iterable[tuple[int, int, int, int]]) -> None:
     """Add (run, n, key, dialogues) to the runs' vocabulary, or insert the row: one
     statement. Unsorted: batches hold the index lock, so no two write the vocabulary at
     once."""
-    values = ",".join(["(%d,%d,%d,%d)" % row for row in rows])  # noqa: UP031
+    values = _integers_text("(%d,%d,%d,%d)", rows)
     if values:
         with connection.cursor() as cursor:
             cursor.execute(_ngrams_sql(connection.vendor).format(values))
@@ -94,7 +99,7 @@ def _bands_sql(vendor: str) -> str:
 
 def bands_insert(rows: Iterable[tuple[int, int]]) -> None:
     """Insert (dialogue, band key) rows: one statement."""
-    values = ",".join(["(%d,%d)" % row for row in rows])  # noqa: UP031
+    values = _integers_text("(%d,%d)", rows)
     if values:
         with connection.cursor() as cursor:
             cursor.execute(_bands_sql(connection.vendor).format(values))
@@ -114,7 +119,7 @@ def _partners_sql(vendor: str) -> str:
 def partners(keys: Iterable[int]) -> list[tuple[int, int, int, bytes]]:
     """(dialogue, band key, completed_us, minhash) of every band row with one of `keys`:
     one query."""
-    values = ",".join(["%d" % key for key in keys])  # noqa: UP031
+    values = _integers_text("%d", keys)
     if not values:
         return []
     with connection.cursor() as cursor:
