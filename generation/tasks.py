@@ -6,7 +6,7 @@ Also the worker signals that start each worker process's maintenance thread.
 from __future__ import annotations
 
 from celery import shared_task
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_init, worker_process_init, worker_ready
 from django.db import InterfaceError, OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -38,6 +38,14 @@ def generate_dialogue(dialogue_id: int) -> None:
 def sweep() -> int:
     """Also runnable from Celery beat; workers already run it on a timer (engine.worker)."""
     return dialogues_sweep()
+
+
+@worker_init.connect
+def _import_llm_sdk(**kwargs) -> None:
+    """Import the OpenAI SDK before the first task: it takes most of a second, which the
+    first dialogues of a run would otherwise wait out together (the import holds the import
+    lock). Prefork children inherit it."""
+    from generation.llm import openai_client  # noqa: F401
 
 
 @worker_ready.connect
