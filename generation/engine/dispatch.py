@@ -1,9 +1,10 @@
 """The run's window of open dialogues, and sending dialogue tasks.
 
-A run keeps at most `run_window()` dialogues dispatched or generating. `run_dispatch` fills the
-window (at launch, and from the sweep); after that each dialogue that ends hands its slot to the
-run's next pending dialogue in the same commit as its end (`successor_claim`), so "dispatched +
-generating" stays constant at every commit without counting or locking the run's row.
+A run keeps `run_window()` dialogues dispatched or generating. `run_dispatch` fills the window
+(at launch, and from the sweep); after that each dialogue that ends hands its slot to the run's
+next pending dialogue in the same commit as its end (`successor_claim`), so "dispatched +
+generating" never shrinks at a commit, without counting or locking the run's row. Over the
+run's last stretch the hand-over grows the window (two successors per ending).
 
 Tasks are sent by name, so the engine never imports `generation.tasks`. Without a broker
 (`task_always_eager`) they run in this process, one after another, in the order enqueued: in
@@ -176,31 +177,51 @@ def run_dispatch(*, run_id: int, background: bool = False, spacing: float = 0.0)
     return len(ids)
 
 
-def successor_claim(*, run_id: int) -> int | None:
-    """Claim the run's next undispatched dialogue; it is enqueued on commit.
+def successor_claim(*, run: GenerationRun) -> int | None:
+    """Claim the run's next undispatched dialogue, and in the run's last stretch (the claimed
+    dialogue is among its last `max_in_flight`) the one after it too; they are enqueued on
+    commit. Returns the first one claimed.
 
-    Runs inside the transaction that ends the dialogue handing its slot over. One row is
-    locked, `SKIP LOCKED` passing over rows other finishing dialogues are claiming (locking
-    more would starve them), and PostgreSQL re-checks the row is still undispatched when it
-    locks it. Where row locks do not exist (SQLite) the conditional UPDATE settles a race,
-    and the loser tries the next row. A cancelled run has no pending dialogue left (its
+    Runs inside the transaction that ends the dialogue handing its slot over. Growing the
+    window at the end starts the last dialogues sooner: the run ends when its last dialogue
+    has made all its turns, one after another, so the later it starts the longer the
+    request slots wait idle at the end (the gate still caps the requests; the sweep tops a
+    window up only when it is short). Its figure: docs/benchmarks.md, *Generation*.
+    """
+    claimed = _next_claim(run_id=run.pk)
+    if claimed is None:
+        return None
+    pk, index = claimed
+    if index >= run.requested_count - run.max_in_flight:
+        _next_claim(run_id=run.pk)
+    return pk
+
+
+def _next_claim(*, run_id: int) -> tuple[int, int] | None:
+    """(pk, index) of the run's next undispatched dialogue, now claimed; None if none is left.
+
+    One row is locked, `SKIP LOCKED` passing over rows other finishing dialogues are claiming
+    (locking more would starve them), and PostgreSQL re-checks the row is still undispatched
+    when it locks it. Where row locks do not exist (SQLite) the conditional UPDATE settles a
+    race, and the loser tries the next row. A cancelled run has no pending dialogue left (its
     cancel changes them in the same transaction), so the run's row is not read.
     """
     candidates = (
         Dialogue.objects.select_for_update(skip_locked=True)
         .filter(run_id=run_id, status=Dialogue.Status.PENDING, dispatched_at__isnull=True)
         .order_by("index")
-        .values_list("pk", flat=True)
+        .values_list("pk", "index")
     )
     for _ in range(3):
-        pk = candidates.first()
-        if pk is None:
+        found = candidates.first()
+        if found is None:
             return None
+        pk = found[0]
         if Dialogue.objects.filter(pk=pk, dispatched_at__isnull=True).update(
             dispatched_at=timezone.now()
         ):
             transaction.on_commit(lambda pk=pk: enqueue([pk]))
-            return pk
+            return found
     return None
 
 

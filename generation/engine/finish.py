@@ -75,7 +75,7 @@ def dialogue_finish(
     written). Its pending usage, which the lease holder knows (`generation.engine.usage`),
     plus the last turn's `usage`, moves to the run with the outcome, so the dialogue is
     counted exactly once. Handing the slot over in the same transaction keeps "dispatched +
-    generating" constant at every commit, so a concurrent counting dispatch (launch, sweep)
+    generating" from shrinking at any commit, so a concurrent counting dispatch (launch, sweep)
     never sees a gap to fill. Lock order: the dialogue rows, then the run's.
     """
     total = Usage.pending_of(dialogue) + usage
@@ -92,9 +92,7 @@ def dialogue_finish(
             return None
         if turn is not None:
             statements.turn_insert(turn)
-        successor = (
-            dispatch.successor_claim(run_id=dialogue.run_id) if hands_over(dialogue) else None
-        )
+        successor = dispatch.successor_claim(run=dialogue.run) if hands_over(dialogue) else None
         run_totals_add(run_id=dialogue.run_id, usage=total, outcome=fields["status"])
         transaction.on_commit(lambda: lease_forget(dialogue.pk))
         if fields["status"] == Dialogue.Status.COMPLETE:

@@ -125,7 +125,7 @@ def test_a_successor_and_a_sweep_top_up_start_at_once(gated, django_capture_on_c
     assert len(first) == 3 and gated.countdowns[first[-1]] == 2.0
     Dialogue.objects.filter(pk=first[0]).update(status=Dialogue.Status.COMPLETE)
     with django_capture_on_commit_callbacks(execute=True):
-        successor = dispatch.successor_claim(run_id=run.pk)
+        successor = dispatch.successor_claim(run=run)
     Dialogue.objects.filter(pk=first[1]).update(status=Dialogue.Status.COMPLETE)
     with django_capture_on_commit_callbacks(execute=True):
         assert dispatch.run_dispatch(run_id=run.pk) == 1

@@ -94,6 +94,27 @@ def test_dispatch_fills_the_window_and_no_more(scenario, sent, django_capture_on
     assert len(sent) == 3 and open_in_window(run) == 2
 
 
+@pytest.mark.parametrize(("requested", "claimed"), [(5, 1), (4, 2)])
+def test_in_the_last_stretch_an_ending_dialogue_hands_over_to_two(
+    scenario, sent, django_capture_on_commit_callbacks, requested, claimed
+):
+    """The successor at index 2 is among the last `max_in_flight` (2) of 4 dialogues, not
+    of 5: then the one after it is claimed too, so the run's last dialogues start sooner."""
+    run = RunFactory(scenario=scenario, requested_count=requested, max_in_flight=2,
+                     status=GenerationRun.Status.RUNNING)  # fmt: skip
+    ending, other = leased(run, 0), leased(run, 1)
+    waiting = [DialogueFactory(run=run, index=i, status=Dialogue.Status.PENDING)
+               for i in range(2, requested)]  # fmt: skip
+    with django_capture_on_commit_callbacks(execute=True):
+        ended = finish.dialogue_complete(dialogue=ending, owner="me", reason="end marker")
+    assert ended.successor == waiting[0].pk
+    assert sent == [d.pk for d in waiting[:claimed]]
+    assert open_in_window(run) == 1 + claimed
+    with django_capture_on_commit_callbacks(execute=True):
+        ended = finish.dialogue_complete(dialogue=other, owner="me", reason="end marker")
+    assert ended.successor == (waiting[1].pk if claimed == 1 else None)
+
+
 def test_gated_the_window_keeps_headroom_dialogues_beyond_the_request_slots(
     scenario, settings, sent
 ):
@@ -177,7 +198,8 @@ def test_inline_a_run_is_generated_one_dialogue_after_another_on_a_flat_stack(sc
 def test_a_dialogue_that_ends_hands_its_slot_to_the_next_pending_one_in_the_same_commit(
     scenario, sent, django_capture_on_commit_callbacks
 ):
-    run = RunFactory(scenario=scenario, requested_count=4, max_in_flight=2,
+    # 10 requested: the successor is before the run's last stretch.
+    run = RunFactory(scenario=scenario, requested_count=10, max_in_flight=2,
                      status=GenerationRun.Status.RUNNING)  # fmt: skip
     ending = leased(run, 0)
     DialogueFactory(run=run, index=1, status=Dialogue.Status.PENDING, dispatched_at=timezone.now())
@@ -494,7 +516,8 @@ def test_concurrent_rollups_of_one_dialogue_count_it_once(scenario):
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_endings_hand_their_slots_to_distinct_successors(scenario, sent):
-    run = RunFactory(scenario=scenario, requested_count=16, max_in_flight=8,
+    # 40 requested: the 8 waiting are before the run's last stretch, one successor each.
+    run = RunFactory(scenario=scenario, requested_count=40, max_in_flight=8,
                      status=GenerationRun.Status.RUNNING)  # fmt: skip
     ending = [leased(run, i) for i in range(8)]
     waiting = [DialogueFactory(run=run, index=i, status=Dialogue.Status.PENDING)
