@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -216,7 +217,11 @@ def measure(limit: int, args, fake_url: str) -> dict[str, float]:
             queue_ms.append((acquired_at - dispatched_at).total_seconds() * 1000)
             setup_ms.append((first_turn[pk] - acquired_at).total_seconds() * 1000)
     ceiling = limit / args.latency
+    first_call_s, full_s = _ramp(turns, run.started_at, full=math.ceil(limit * 0.9))
     return {
+        "first_call_ms": first_call_s * 1000,
+        "full_ms": full_s * 1000,
+        "tail_s": (last - last_dispatch).total_seconds(),
         "server_peak_in_flight": server["peak_in_flight"],
         "handoff_queue_ms": statistics.median(queue_ms) if queue_ms else float("nan"),
         "handoff_setup_ms": statistics.median(setup_ms) if setup_ms else float("nan"),
@@ -246,6 +251,23 @@ def measure(limit: int, args, fake_url: str) -> dict[str, float]:
         "worker_cpu_ms_per_turn": cpu_seconds * 1000 / max(1, len(turns)),
         "worker_cpu_share": cpu_seconds / span,
     }
+
+
+def _ramp(turns: list, started_at, *, full: int) -> tuple[float, float]:
+    """(seconds from the run's start to its first call, to `full` calls in flight at once);
+    each call spans one latency before its turn was saved."""
+    events = []
+    for _, created_at, latency_ms in turns:
+        end = (created_at - started_at).total_seconds()
+        events += [(end - latency_ms / 1000, 1), (end, -1)]
+    events.sort()
+    in_flight, full_at = 0, float("nan")
+    for moment, change in events:
+        in_flight += change
+        if in_flight >= full:
+            full_at = moment
+            break
+    return events[0][0], full_at
 
 
 def cpu_reference_ms() -> float:
@@ -299,7 +321,9 @@ def report(r: dict) -> None:
         f"{r['concurrency']} ({r['pool']}): {r['dialogues']} dialogues ({r['failed']} failed, {r['status']}), "
         f"{r['turns']} turns in {r['seconds']:.1f}s -> {r['dialogues_per_min']:.0f} dialogues/min, "
         f"{r['turns_per_s']:.1f} turns/s, efficiency {r['efficiency']:.1%} "
-        f"(steady state {r['steady_efficiency']:.1%} over {r['steady_seconds']:.0f}s); per-turn overhead "
+        f"(steady state {r['steady_efficiency']:.1%} over {r['steady_seconds']:.0f}s); first call after "
+        f"{r['first_call_ms']:.0f} ms, 90% of the limit in flight after {r['full_ms']:.0f} ms, "
+        f"{r['tail_s']:.1f}s from the last dispatch to the end; per-turn overhead "
         f"median {r['overhead_median_ms']:.0f} ms (p95 {r['overhead_p95_ms']:.0f} ms); "
         f"LLM latency median {r['llm_latency_median_ms']:.0f} ms; worker peak RSS {r['peak_rss_mib']:.0f} MiB; "
         f"worker CPU {r['worker_cpu_ms_per_turn']:.1f} ms/turn ({r['worker_cpu_share']:.0%} of a core); "
