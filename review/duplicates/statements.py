@@ -82,11 +82,16 @@ def _ngrams_sql(vendor: str) -> str:
     )
 
 
-def ngrams_add(rows: Iterable[tuple[int, int, int, int]]) -> None:
-    """Add (run, n, key, dialogues) to the runs' vocabulary, or insert the row: one
-    statement. Unsorted: batches hold the index lock, so no two write the vocabulary at
-    once."""
-    values = _integers_text("(%d,%d,%d,%d)", rows)
+def ngrams_add(groups: Iterable[tuple[int, int, Iterable[tuple[int, int]]]]) -> None:
+    """Add (key, dialogues) rows of n-grams of length n to a run's vocabulary, or insert
+    the rows, for each (run, n, rows): one statement. Unsorted: batches hold the index lock,
+    so no two write the vocabulary at once."""
+    # A group's run and n are written once, into the row its n-grams fill.
+    written = [
+        _integers_text(_integers_text("(%d,%d,%%d,%%d)", [(run_id, n)]), rows)
+        for run_id, n, rows in groups
+    ]
+    values = ",".join(filter(None, written))
     if values:
         with connection.cursor() as cursor:
             cursor.execute(_ngrams_sql(connection.vendor).format(values))
