@@ -222,8 +222,9 @@ def _twins(entries: list[Indexed]) -> tuple[Marks, Marks]:
     known = {entry.dialogue_id: entry for entry in entries}
     candidates: dict[int, set[int]] = {entry.dialogue_id: set() for entry in entries}
     for members in by_key.values():
-        for member in members:
-            candidates[member.dialogue_id].update(m.dialogue_id for m in members)
+        if len(members) > 1:  # a key of one entry pairs it with nothing
+            for member in members:
+                candidates[member.dialogue_id].update(m.dialogue_id for m in members)
     for partner_id, key, completed_us, data in statements.partners(by_key):
         if partner_id in candidates:
             continue  # an entry already indexed (matched again): compared above

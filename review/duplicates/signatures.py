@@ -12,6 +12,7 @@ whose turns are the same but in another order have the same shingles.
 from __future__ import annotations
 
 import re
+import struct
 import sys
 from array import array
 from collections.abc import Iterable, Sequence
@@ -51,7 +52,7 @@ def _shingles(token_lists: Iterable[list[str]]) -> list[str]:
             if tokens:
                 found.append(" ".join(tokens))
             continue
-        found.extend(map(" ".join, zip(*(tokens[i:] for i in range(SHINGLE_WORDS)), strict=False)))
+        found.extend(map(" ".join, zip(*[tokens[i:] for i in range(SHINGLE_WORDS)], strict=False)))
     return found
 
 
@@ -155,11 +156,10 @@ class TextFigures:
     bigrams: list[int]
 
     def ngram_bytes(self) -> bytes:
-        """The n-grams as stored: (n, hash) pairs of int64, sorted by (n, hash)."""
-        flat = _pairs(1, self.unigrams) + _pairs(2, self.bigrams)
-        if sys.byteorder == "big":
-            flat.byteswap()
-        return flat.tobytes()
+        """The n-grams as stored: (n, hash) pairs of little-endian int64, sorted by (n, hash)."""
+        flat = [1, 0] * len(self.unigrams) + [2, 0] * len(self.bigrams)
+        flat[1::2] = self.unigrams + self.bigrams
+        return struct.pack(f"<{len(flat)}q", *flat)
 
     @staticmethod
     def ngrams_from_bytes(data: bytes | memoryview) -> list[tuple[int, int]]:
@@ -168,12 +168,6 @@ class TextFigures:
         if sys.byteorder == "big":
             flat.byteswap()
         return list(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _pairs(n: int, keys: list[int]) -> array:
-    pairs = array("q", (n, 0)) * len(keys)
-    pairs[1::2] = array("q", keys)
-    return pairs
 
 
 def _figures(turns: Sequence[tuple[str, str]], tokens: list[list[str]]) -> TextFigures:
