@@ -45,8 +45,8 @@ SIGNATURE_COLUMNS = (
     "assistant_bigrams", "opening_hash", "ngram_hashes",
 )  # fmt: skip
 
-# run -> (n, n-gram hash) -> dialogues added (or taken back, negative).
-Vocabulary = defaultdict[int, Counter[tuple[int, int]]]
+# (run, n) -> n-gram hash -> dialogues added (or taken back, negative).
+Vocabulary = defaultdict[tuple[int, int], Counter[int]]
 # dialogue -> (twin, estimated similarity); a None twin clears the mark.
 Marks = dict[int, tuple[int | None, float | None]]
 
@@ -165,7 +165,9 @@ def _unindex(dialogue_ids: Sequence[int], vocabulary: Vocabulary) -> set[int]:
     if not stored:
         return set()
     for _, run_id, data in stored:
-        vocabulary[run_id].subtract(signatures.TextFigures.ngrams_from_bytes(data))
+        pairs = signatures.TextFigures.ngrams_from_bytes(data)
+        for n, group in groupby(pairs, key=itemgetter(0)):
+            vocabulary[run_id, n].subtract(map(itemgetter(1), group))
     ids = [dialogue_id for dialogue_id, _, _ in stored]
     followers = set(
         DialogueSignature.objects.filter(twin_id__in=ids)
@@ -189,7 +191,7 @@ def _signature_rows(texts: list[Text], vocabulary: Vocabulary) -> tuple[list[Ind
             continue
         minhash = signatures.to_bytes(values)
         entries.append(
-            Indexed(dialogue_id, completed_us, minhash, signatures.band_keys(values, limit))
+            Indexed(dialogue_id, completed_us, minhash, signatures.band_keys(minhash, limit))
         )
         rows.append(
             (
@@ -202,7 +204,8 @@ def _signature_rows(texts: list[Text], vocabulary: Vocabulary) -> tuple[list[Ind
                 figures.ngram_bytes(),
             )
         )
-        vocabulary[run_id].update(figures.ngrams)
+        vocabulary[run_id, 1].update(figures.unigrams)
+        vocabulary[run_id, 2].update(figures.bigrams)
     return entries, rows
 
 
@@ -219,8 +222,9 @@ def _twins(entries: list[Indexed]) -> tuple[Marks, Marks]:
     known = {entry.dialogue_id: entry for entry in entries}
     candidates: dict[int, set[int]] = {entry.dialogue_id: set() for entry in entries}
     for members in by_key.values():
-        for member in members:
-            candidates[member.dialogue_id].update(m.dialogue_id for m in members)
+        if len(members) > 1:  # a key of one entry pairs it with nothing
+            for member in members:
+                candidates[member.dialogue_id].update(m.dialogue_id for m in members)
     for partner_id, key, completed_us, data in statements.partners(by_key):
         if partner_id in candidates:
             continue  # an entry already indexed (matched again): compared above
@@ -273,8 +277,8 @@ def _rematch(dialogue_ids: set[int]) -> None:
     for pk, completed_us, data in DialogueSignature.objects.filter(pk__in=dialogue_ids).values_list(
         "pk", "completed_us", "minhash"
     ):
-        keys = signatures.band_keys(signatures.from_bytes(data), limit)
-        entries.append(Indexed(pk, completed_us, bytes(data), keys))
+        minhash = bytes(data)
+        entries.append(Indexed(pk, completed_us, minhash, signatures.band_keys(minhash, limit)))
     marks, later = _twins(entries)
     _mark(
         {e.dialogue_id: marks.get(e.dialogue_id, (None, None)) for e in entries}, only_if_none=False
@@ -285,12 +289,12 @@ def _rematch(dialogue_ids: set[int]) -> None:
 def _vocabulary_add(vocabulary: Vocabulary) -> None:
     """Add to the runs' n-gram counts: one row per distinct n-gram of the batch."""
     statements.ngrams_add(
-        (run_id, n, key, delta)
-        for run_id, counts in vocabulary.items()
-        for (n, key), delta in counts.items()
-        if delta
+        (run_id, n, filter(itemgetter(1), counts.items()))
+        for (run_id, n), counts in vocabulary.items()
     )
-    runs = [run_id for run_id, counts in vocabulary.items() if min(counts.values(), default=0) < 0]
+    runs = {
+        run_id for (run_id, _), counts in vocabulary.items() if min(counts.values(), default=0) < 0
+    }
     if runs:
         RunNgram.objects.filter(run_id__in=runs, dialogues__lte=0).delete()
 

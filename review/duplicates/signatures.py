@@ -19,7 +19,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from hashlib import blake2b
-from itertools import chain, repeat
 from zlib import crc32
 
 import numpy as np
@@ -53,7 +52,7 @@ def _shingles(token_lists: Iterable[list[str]]) -> list[str]:
             if tokens:
                 found.append(" ".join(tokens))
             continue
-        found.extend(map(" ".join, zip(*(tokens[i:] for i in range(SHINGLE_WORDS)), strict=False)))
+        found.extend(map(" ".join, zip(*[tokens[i:] for i in range(SHINGLE_WORDS)], strict=False)))
     return found
 
 
@@ -82,14 +81,6 @@ def to_bytes(values: array) -> bytes:
     if sys.byteorder == "big":
         values.byteswap()
     return values.tobytes()
-
-
-def from_bytes(data: bytes | memoryview) -> array:
-    values = array("I")
-    values.frombytes(bytes(data))
-    if sys.byteorder == "big":
-        values.byteswap()
-    return values
 
 
 def similarity(a: Sequence[int], b: Sequence[int]) -> float:
@@ -137,14 +128,16 @@ def band_shape(threshold: float) -> tuple[int, int]:
     return best[1], best[2]
 
 
-def band_keys(values: Sequence[int], threshold: float) -> list[int]:
-    """One signed 64-bit key per band: the band's number and its values, hashed."""
+def band_keys(minhash: bytes, threshold: float) -> list[int]:
+    """One signed 64-bit key per band of a signature as stored (`to_bytes`): the band's
+    number (uint16) and its values (uint32), little-endian, hashed. The stored values are
+    already those bytes: each band is a slice of them."""
     bands, rows = band_shape(threshold)
-    keys = []
-    for band in range(bands):
-        chunk = values[band * rows : (band + 1) * rows]
-        keys.append(_hash64(struct.pack(f"<H{rows}I", band, *chunk)))
-    return keys
+    width = 4 * rows
+    return [
+        _hash64(band.to_bytes(2, "little") + minhash[band * width : (band + 1) * width])
+        for band in range(bands)
+    ]
 
 
 def _hash64(data: bytes) -> int:
@@ -158,14 +151,15 @@ class TextFigures:
     assistant_words: int
     assistant_bigrams: int
     opening_hash: int | None
-    # Distinct assistant n-grams as (n, hash), sorted.
-    ngrams: tuple[tuple[int, int], ...]
+    # Hashes of the distinct assistant n-grams, sorted.
+    unigrams: list[int]
+    bigrams: list[int]
 
     def ngram_bytes(self) -> bytes:
-        flat = array("q", chain.from_iterable(self.ngrams))
-        if sys.byteorder == "big":
-            flat.byteswap()
-        return flat.tobytes()
+        """The n-grams as stored: (n, hash) pairs of little-endian int64, sorted by (n, hash)."""
+        flat = [1, 0] * len(self.unigrams) + [2, 0] * len(self.bigrams)
+        flat[1::2] = self.unigrams + self.bigrams
+        return struct.pack(f"<{len(flat)}q", *flat)
 
     @staticmethod
     def ngrams_from_bytes(data: bytes | memoryview) -> list[tuple[int, int]]:
@@ -184,28 +178,25 @@ def _figures(turns: Sequence[tuple[str, str]], tokens: list[list[str]]) -> TextF
     in a run's vocabulary of a million bigrams about a hundred would collide, a change of
     distinct-2 in the fifth decimal.
     """
-    unigrams: set[str] = set()
-    bigrams: set[str] = set()
+    unigrams: set[int] = set()
+    bigrams: set[int] = set()
     total_words = total_bigrams = 0
     for (side, _), words_of_turn in zip(turns, tokens, strict=True):
-        if side != ASSISTANT:
+        if side != ASSISTANT or not words_of_turn:
             continue
         total_words += len(words_of_turn)
-        total_bigrams += max(0, len(words_of_turn) - 1)
-        unigrams.update(words_of_turn)
-        bigrams.update(map(" ".join, zip(words_of_turn, words_of_turn[1:], strict=False)))
+        total_bigrams += len(words_of_turn) - 1
+        encoded = list(map(str.encode, words_of_turn))
+        crcs = list(map(crc32, encoded))
+        unigrams.update(crcs)
+        # CRC-32 continues from a running value: crc32(b" " + second, crc32(first)) is the
+        # CRC-32 of "first second", so no bigram is written out as a string.
+        bigrams.update(map(crc32, map(b" ".__add__, encoded[1:]), crcs))
     opening = " ".join(tokens[0]) if tokens else ""
     return TextFigures(
         assistant_words=total_words,
         assistant_bigrams=total_bigrams,
         opening_hash=_hash64(opening.encode()) if opening else None,
-        # Sorted by (n, key): every unigram before every bigram.
-        ngrams=(
-            *zip(repeat(1), sorted(_crcs(unigrams)), strict=False),
-            *zip(repeat(2), sorted(_crcs(bigrams)), strict=False),
-        ),
+        unigrams=sorted(unigrams),
+        bigrams=sorted(bigrams),
     )
-
-
-def _crcs(texts: set[str]) -> set[int]:
-    return set(map(crc32, map(str.encode, texts)))

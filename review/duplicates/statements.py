@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from functools import cache
+from itertools import chain
 
 from django.db import connection
 
@@ -59,16 +60,17 @@ def signatures_insert(columns: tuple[str, ...], rows: Sequence[tuple]) -> None:
             cursor.execute(sql, [value for row in rest for value in row])
 
 
-def _integers_text(row: str, rows: Iterable) -> str:
-    """`rows` written out for a statement's text, each through `row` ("(%d,%d)", "%d"),
-    comma-separated; "" for none.
+def _integers_text(row: str, values: Iterable[int]) -> str:
+    """`values` written out for a statement's text, as many to a row as `row` takes
+    ("(%d,%d)", "%d"), the rows comma-separated; "" for none.
 
     `%d` takes nothing but a number, so only integers reach the text. Formatting them costs
     a fraction of binding each as a parameter (which psycopg does by parsing the statement
-    for its placeholders, then adapting every value), and `%` formats them faster than an
-    f-string's `:d`. One statement per batch, whatever its size: its text has no limit where
-    parameters have one."""
-    return ",".join([row % values for values in rows])
+    for its placeholders, then adapting every value), `%` formats them faster than an
+    f-string's `:d`, and one `%` over all the rows faster than one per row. One statement
+    per batch, whatever its size: its text has no limit where parameters have one."""
+    values = tuple(values)
+    return ",".join([row] * (len(values) // row.count("%d"))) % values
 
 
 @cache
@@ -82,11 +84,16 @@ def _ngrams_sql(vendor: str) -> str:
     )
 
 
-def ngrams_add(rows: Iterable[tuple[int, int, int, int]]) -> None:
-    """Add (run, n, key, dialogues) to the runs' vocabulary, or insert the row: one
-    statement. Unsorted: batches hold the index lock, so no two write the vocabulary at
-    once."""
-    values = _integers_text("(%d,%d,%d,%d)", rows)
+def ngrams_add(groups: Iterable[tuple[int, int, Iterable[tuple[int, int]]]]) -> None:
+    """Add (key, dialogues) rows of n-grams of length n to a run's vocabulary, or insert
+    the rows, for each (run, n, rows): one statement. Unsorted: batches hold the index lock,
+    so no two write the vocabulary at once."""
+    written = []
+    for run_id, n, rows in groups:
+        # The group's run and n are written once, into the row its n-grams fill.
+        row = _integers_text("(%d,%d,", (run_id, n)) + "%d,%d)"
+        written.append(_integers_text(row, chain.from_iterable(rows)))
+    values = ",".join(filter(None, written))
     if values:
         with connection.cursor() as cursor:
             cursor.execute(_ngrams_sql(connection.vendor).format(values))
@@ -99,7 +106,7 @@ def _bands_sql(vendor: str) -> str:
 
 def bands_insert(rows: Iterable[tuple[int, int]]) -> None:
     """Insert (dialogue, band key) rows: one statement."""
-    values = _integers_text("(%d,%d)", rows)
+    values = _integers_text("(%d,%d)", chain.from_iterable(rows))
     if values:
         with connection.cursor() as cursor:
             cursor.execute(_bands_sql(connection.vendor).format(values))

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import struct
 import threading
 from datetime import timedelta
+from hashlib import blake2b
 from unittest import mock
+from zlib import crc32
 
 import pytest
 from django.core.management import call_command
@@ -75,6 +78,32 @@ def test_band_shape_fits_the_signature_and_rises_around_the_threshold():
     assert bands * rows <= signatures.NUM_PERM
     chance = [1 - (1 - s**rows) ** bands for s in (0.5, 0.8, 0.9)]
     assert chance[0] < 0.1 < 0.8 < chance[1] < chance[2]
+
+
+def test_stored_hashes_are_those_of_the_joined_ngrams_and_the_packed_bands():
+    """An index written earlier stays valid: an n-gram's hash is the CRC-32 of its words
+    joined by a space (UTF-8), a band's key hashes the band's number and values packed
+    little-endian."""
+    turns = [
+        (Side.USER, "Ça va? Très bien"),
+        (Side.ASSISTANT, "Grüße aus Köln: 東京 タワー, naïve café"),
+        (Side.ASSISTANT, "ok"),
+    ]
+    values, figures = signatures.fingerprint(turns)
+    said = ["grüße", "aus", "köln", "東京", "タワー", "naïve", "café"]
+    ngrams = [(1, crc32(word.encode())) for word in {*said, "ok"}]
+    ngrams += [(2, crc32(f"{a} {b}".encode())) for a, b in zip(said, said[1:], strict=False)]
+    assert signatures.TextFigures.ngrams_from_bytes(figures.ngram_bytes()) == sorted(ngrams)
+    assert (figures.assistant_words, figures.assistant_bigrams) == (8, 6)
+    bands, rows = signatures.band_shape(0.8)
+    packed = [
+        struct.pack(f"<H{rows}I", band, *values[band * rows : (band + 1) * rows])
+        for band in range(bands)
+    ]
+    assert signatures.band_keys(signatures.to_bytes(values), 0.8) == [
+        int.from_bytes(blake2b(data, digest_size=8).digest(), "little", signed=True)
+        for data in packed
+    ]
 
 
 def _corpus_run(samples) -> list[Dialogue]:
