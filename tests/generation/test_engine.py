@@ -636,3 +636,16 @@ def test_sweep_requeues_dialogues_whose_task_never_started(scenario, settings, s
     assert sweep.dialogues_sweep() == 1
     assert sent == [dialogue.pk]
     assert sweep.dialogues_sweep() == 0
+
+
+def test_a_worker_imports_the_sdk_when_it_starts(monkeypatch):
+    """Not at a run's first call, which every first dialogue would wait out together."""
+    from celery.signals import worker_init
+
+    import generation.llm
+
+    assert tasks._import_llm_sdk in [ref() for _, ref in worker_init.receivers]
+    monkeypatch.delitem(sys.modules, "generation.llm.openai_client", raising=False)
+    monkeypatch.delattr(generation.llm, "openai_client", raising=False)
+    tasks._import_llm_sdk()
+    assert "generation.llm.openai_client" in sys.modules
