@@ -190,11 +190,9 @@ def _generated(checks: int) -> tuple[int, list[int], float]:
 
 def _unindexed(ids: list[int]) -> None:
     """Take the dialogues out of the index and their run's vocabulary (not timed)."""
-    from collections import Counter, defaultdict
-
     from review.duplicates import index
 
-    vocabulary: index.Vocabulary = defaultdict(Counter)
+    vocabulary = index.Vocabulary()
     index._unindex(ids, vocabulary)
     index._vocabulary_add(vocabulary)
 

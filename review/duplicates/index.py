@@ -20,13 +20,14 @@ the same way.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from operator import itemgetter
 
+import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models.functions import Coalesce
@@ -45,8 +46,6 @@ SIGNATURE_COLUMNS = (
     "assistant_bigrams", "opening_hash", "ngram_hashes",
 )  # fmt: skip
 
-# (run, n) -> n-gram hash -> dialogues added (or taken back, negative).
-Vocabulary = defaultdict[tuple[int, int], Counter[int]]
 # dialogue -> (twin, estimated similarity); a None twin clears the mark.
 Marks = dict[int, tuple[int | None, float | None]]
 
@@ -70,6 +69,27 @@ class Match:
     dialogue_id: int
     twin_id: int | None
     similarity: float | None
+
+
+class Vocabulary:
+    """A batch's change to its runs' n-gram counts (how many dialogues of the run hold each
+    n-gram): each dialogue's distinct n-grams added, or taken back when it is indexed again."""
+
+    def __init__(self) -> None:
+        self._parts: defaultdict[tuple[int, int], list[tuple[np.ndarray, int]]] = defaultdict(list)
+
+    def add(self, run_id: int, n: int, hashes: np.ndarray, *, sign: int = 1) -> None:
+        self._parts[run_id, n].append((hashes, sign))
+
+    def changes(self) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+        """(run, n, n-gram hashes, change of each) per (run, n); unchanged n-grams left out."""
+        for (run_id, n), parts in self._parts.items():
+            hashes = np.concatenate([part for part, _ in parts])
+            signs = np.concatenate([np.full(len(part), sign) for part, sign in parts])
+            keys, where = np.unique(hashes, return_inverse=True)
+            change = np.bincount(where, weights=signs, minlength=len(keys)).astype(np.int64)
+            changed = change != 0
+            yield run_id, n, keys[changed], change[changed]
 
 
 def threshold() -> float:
@@ -100,7 +120,7 @@ def locked_batch_check(*, dialogue_ids: Sequence[int]) -> list[Match]:
     """`batch_check` inside a transaction that already holds the index lock (the check
     task's, which read the pending ids under it)."""
     texts = _texts(dialogue_ids)
-    vocabulary: Vocabulary = defaultdict(Counter)
+    vocabulary = Vocabulary()
     followers = _unindex(dialogue_ids, vocabulary)
     entries, rows = _signature_rows(texts, vocabulary)
     marks, later = _twins(entries)
@@ -166,8 +186,8 @@ def _unindex(dialogue_ids: Sequence[int], vocabulary: Vocabulary) -> set[int]:
         return set()
     for _, run_id, data in stored:
         pairs = signatures.TextFigures.ngrams_from_bytes(data)
-        for n, group in groupby(pairs, key=itemgetter(0)):
-            vocabulary[run_id, n].subtract(map(itemgetter(1), group))
+        for n in (1, 2):
+            vocabulary.add(run_id, n, pairs[pairs[:, 0] == n, 1], sign=-1)
     ids = [dialogue_id for dialogue_id, _, _ in stored]
     followers = set(
         DialogueSignature.objects.filter(twin_id__in=ids)
@@ -185,8 +205,10 @@ def _signature_rows(texts: list[Text], vocabulary: Vocabulary) -> tuple[list[Ind
     limit = threshold()
     entries: list[Indexed] = []
     rows: list[tuple] = []
-    for dialogue_id, run_id, completed_us, turns in texts:
-        values, figures = signatures.fingerprint(turns)
+    fingerprints = signatures.fingerprints([turns for *_, turns in texts])
+    for (dialogue_id, run_id, completed_us, _), (values, figures) in zip(
+        texts, fingerprints, strict=True
+    ):
         if values is None:
             continue
         minhash = signatures.to_bytes(values)
@@ -204,8 +226,8 @@ def _signature_rows(texts: list[Text], vocabulary: Vocabulary) -> tuple[list[Ind
                 figures.ngram_bytes(),
             )
         )
-        vocabulary[run_id, 1].update(figures.unigrams)
-        vocabulary[run_id, 2].update(figures.bigrams)
+        vocabulary.add(run_id, 1, figures.unigrams)
+        vocabulary.add(run_id, 2, figures.bigrams)
     return entries, rows
 
 
@@ -288,13 +310,12 @@ def _rematch(dialogue_ids: set[int]) -> None:
 
 def _vocabulary_add(vocabulary: Vocabulary) -> None:
     """Add to the runs' n-gram counts: one row per distinct n-gram of the batch."""
+    changes = list(vocabulary.changes())
     statements.ngrams_add(
-        (run_id, n, filter(itemgetter(1), counts.items()))
-        for (run_id, n), counts in vocabulary.items()
+        (run_id, n, np.column_stack((hashes, change)).ravel().tolist())
+        for run_id, n, hashes, change in changes
     )
-    runs = {
-        run_id for (run_id, _), counts in vocabulary.items() if min(counts.values(), default=0) < 0
-    }
+    runs = {run_id for run_id, _, _, change in changes if change.min(initial=0) < 0}
     if runs:
         RunNgram.objects.filter(run_id__in=runs, dialogues__lte=0).delete()
 

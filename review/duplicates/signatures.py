@@ -2,8 +2,8 @@
 
 No database access here. MinHash comes from `rensa` (a Rust implementation: a dialogue's
 signature costs microseconds, and its values are the same in every process, which an index
-shared through the database needs). Everything else is hashed with blake2b, never Python's
-`hash()`, whose value changes from one process to the next.
+shared through the database needs). Band keys and openings are hashed with blake2b, n-grams
+with CRC-32, never with Python's `hash()`, whose value changes from one process to the next.
 
 Shingles are word 3-grams taken inside each turn, never across two turns, so two dialogues
 whose turns are the same but in another order have the same shingles.
@@ -12,17 +12,19 @@ whose turns are the same but in another order have the same shingles.
 from __future__ import annotations
 
 import re
-import struct
 import sys
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from hashlib import blake2b
+from itertools import chain, repeat
 from zlib import crc32
 
 import numpy as np
 from rensa import RMinHash
+
+from . import crc
 
 NUM_PERM = 128
 SEED = 1
@@ -69,11 +71,22 @@ def _minhash(found: list[str]) -> array | None:
     return array("I", sketch.digest())
 
 
+def fingerprints(
+    dialogues: Sequence[Sequence[tuple[str, str]]],
+) -> list[tuple[array | None, TextFigures]]:
+    """`minhash` and the text figures of each dialogue's (side, text) turns in order, each
+    turn's words read once and the n-gram hashes of all of them computed together (this runs
+    for every completed dialogue, a batch at a time)."""
+    tokens = [[words(text) for _, text in turns] for turns in dialogues]
+    figures = _figures(dialogues, tokens)
+    return [
+        (_minhash(_shingles(turn_tokens)), dialogue_figures)
+        for turn_tokens, dialogue_figures in zip(tokens, figures, strict=True)
+    ]
+
+
 def fingerprint(turns: Sequence[tuple[str, str]]) -> tuple[array | None, TextFigures]:
-    """`minhash` and the text figures of (side, text) turns in order, each turn's words read
-    once (this runs for every completed dialogue)."""
-    tokens = [words(text) for _, text in turns]
-    return _minhash(_shingles(tokens)), _figures(turns, tokens)
+    return fingerprints([turns])[0]
 
 
 def to_bytes(values: array) -> bytes:
@@ -151,52 +164,90 @@ class TextFigures:
     assistant_words: int
     assistant_bigrams: int
     opening_hash: int | None
-    # Hashes of the distinct assistant n-grams, sorted.
-    unigrams: list[int]
-    bigrams: list[int]
+    # Hashes of the distinct assistant n-grams, sorted (uint32).
+    unigrams: np.ndarray
+    bigrams: np.ndarray
 
     def ngram_bytes(self) -> bytes:
         """The n-grams as stored: (n, hash) pairs of little-endian int64, sorted by (n, hash)."""
-        flat = [1, 0] * len(self.unigrams) + [2, 0] * len(self.bigrams)
-        flat[1::2] = self.unigrams + self.bigrams
-        return struct.pack(f"<{len(flat)}q", *flat)
+        pairs = np.empty((len(self.unigrams) + len(self.bigrams), 2), dtype="<i8")
+        pairs[: len(self.unigrams)] = 1
+        pairs[len(self.unigrams) :] = 2
+        pairs[:, 1] = np.concatenate((self.unigrams, self.bigrams))
+        return pairs.tobytes()
 
     @staticmethod
-    def ngrams_from_bytes(data: bytes | memoryview) -> list[tuple[int, int]]:
-        flat = array("q")
-        flat.frombytes(bytes(data))
-        if sys.byteorder == "big":
-            flat.byteswap()
-        return list(zip(flat[::2], flat[1::2], strict=True))
+    def ngrams_from_bytes(data: bytes | memoryview) -> np.ndarray:
+        """`ngram_bytes` read back: one (n, hash) row per n-gram."""
+        return np.frombuffer(data, dtype="<i8").reshape(-1, 2)
 
 
-def _figures(turns: Sequence[tuple[str, str]], tokens: list[list[str]]) -> TextFigures:
-    """Figures of (side, text) turns in order, from each turn's words: assistant unigrams and
-    bigrams (within a turn), and the opening turn's normalised hash.
+def _figures(
+    dialogues: Sequence[Sequence[tuple[str, str]]], tokens: list[list[list[str]]]
+) -> list[TextFigures]:
+    """Figures of each dialogue's (side, text) turns, from each turn's words: assistant
+    unigrams and bigrams (within a turn), and the opening turn's normalised hash.
 
-    N-grams are hashed with CRC-32 (about 400 per dialogue, on the path of every completion):
-    in a run's vocabulary of a million bigrams about a hundred would collide, a change of
-    distinct-2 in the fifth decimal.
+    N-grams are hashed with CRC-32: in a run's vocabulary of a million bigrams about a
+    hundred would collide, a change of distinct-2 in the fifth decimal. Each distinct word of
+    the batch is hashed once, alone and after a space; a bigram's CRC-32 is combined from
+    those of its words (`crc.joined`), so no bigram is written out.
     """
-    unigrams: set[int] = set()
-    bigrams: set[int] = set()
-    total_words = total_bigrams = 0
-    for (side, _), words_of_turn in zip(turns, tokens, strict=True):
-        if side != ASSISTANT or not words_of_turn:
-            continue
-        total_words += len(words_of_turn)
-        total_bigrams += len(words_of_turn) - 1
-        encoded = list(map(str.encode, words_of_turn))
-        crcs = list(map(crc32, encoded))
-        unigrams.update(crcs)
-        # CRC-32 continues from a running value: crc32(b" " + second, crc32(first)) is the
-        # CRC-32 of "first second", so no bigram is written out as a string.
-        bigrams.update(map(crc32, map(b" ".__add__, encoded[1:]), crcs))
-    opening = " ".join(tokens[0]) if tokens else ""
-    return TextFigures(
-        assistant_words=total_words,
-        assistant_bigrams=total_bigrams,
-        opening_hash=_hash64(opening.encode()) if opening else None,
-        unigrams=sorted(unigrams),
-        bigrams=sorted(bigrams),
-    )
+    said = [
+        (number, turn_words)
+        for number, (turns, turn_tokens) in enumerate(zip(dialogues, tokens, strict=True))
+        for (side, _), turn_words in zip(turns, turn_tokens, strict=True)
+        if side == ASSISTANT and turn_words
+    ]
+    flat = list(chain.from_iterable(turn_words for _, turn_words in said))
+    alone, spaced, spaced_lengths = _word_hashes(flat)
+    turn_lengths = np.array([len(turn_words) for _, turn_words in said], dtype=np.intp)
+    owner = np.repeat(np.array([number for number, _ in said], dtype=np.intp), turn_lengths)
+    # Every word but a turn's first makes a bigram with the word before it.
+    follows = np.ones(len(flat), dtype=bool)
+    follows[np.cumsum(turn_lengths) - turn_lengths] = False
+    second = np.flatnonzero(follows)
+    bigrams = crc.joined(alone[second - 1], spaced[second], spaced_lengths[second])
+    count = len(dialogues)
+    unigram_sets = _distinct_by_owner(owner, alone, count)
+    bigram_sets = _distinct_by_owner(owner[second], bigrams, count)
+    word_counts = np.bincount(owner, minlength=count).tolist()
+    bigram_counts = np.bincount(owner[second], minlength=count).tolist()
+    figures = []
+    for number, turn_tokens in enumerate(tokens):
+        opening = " ".join(turn_tokens[0]) if turn_tokens else ""
+        figures.append(
+            TextFigures(
+                assistant_words=word_counts[number],
+                assistant_bigrams=bigram_counts[number],
+                opening_hash=_hash64(opening.encode()) if opening else None,
+                unigrams=unigram_sets[number],
+                bigrams=bigram_sets[number],
+            )
+        )
+    return figures
+
+
+_SPACE_CRC = crc32(b" ")
+
+
+def _word_hashes(flat: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each word: the CRC-32 of its UTF-8 bytes, of a space and them, and the length of
+    the latter; each distinct word hashed once."""
+    slots = {word: slot for slot, word in enumerate(dict.fromkeys(flat))}
+    encoded = list(map(str.encode, slots))
+    alone = np.fromiter(map(crc32, encoded), np.uint32, len(encoded))
+    spaced = np.fromiter(map(crc32, encoded, repeat(_SPACE_CRC)), np.uint32, len(encoded))
+    spaced_lengths = np.fromiter(map(len, encoded), np.int64, len(encoded)) + 1
+    slot = np.fromiter(map(slots.__getitem__, flat), np.intp, len(flat))
+    return alone[slot], spaced[slot], spaced_lengths[slot]
+
+
+def _distinct_by_owner(owner: np.ndarray, hashes: np.ndarray, count: int) -> list[np.ndarray]:
+    """The distinct `hashes` of each owner 0..count-1, sorted: one sort for all of them
+    (numpy's `sort`: `unique` costs several times more here)."""
+    keys = np.sort((owner.astype(np.uint64) << np.uint64(32)) | hashes, kind="stable")
+    keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))[: len(keys)]]
+    bounds = np.searchsorted(keys >> np.uint64(32), np.arange(count + 1, dtype=np.uint64))
+    values = keys.astype(np.uint32)
+    return [values[bounds[i] : bounds[i + 1]] for i in range(count)]

@@ -84,15 +84,15 @@ def _ngrams_sql(vendor: str) -> str:
     )
 
 
-def ngrams_add(groups: Iterable[tuple[int, int, Iterable[tuple[int, int]]]]) -> None:
-    """Add (key, dialogues) rows of n-grams of length n to a run's vocabulary, or insert
-    the rows, for each (run, n, rows): one statement. Unsorted: batches hold the index lock,
-    so no two write the vocabulary at once."""
+def ngrams_add(groups: Iterable[tuple[int, int, Sequence[int]]]) -> None:
+    """Add dialogues to the counts of n-grams of length n in a run's vocabulary, or insert
+    their rows, for each (run, n, [key, dialogues, key, dialogues, ...]): one statement.
+    Batches hold the index lock, so no two write the vocabulary at once."""
     written = []
-    for run_id, n, rows in groups:
+    for run_id, n, flat in groups:
         # The group's run and n are written once, into the row its n-grams fill.
         row = _integers_text("(%d,%d,", (run_id, n)) + "%d,%d)"
-        written.append(_integers_text(row, chain.from_iterable(rows)))
+        written.append(_integers_text(row, flat))
     values = ",".join(filter(None, written))
     if values:
         with connection.cursor() as cursor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import random
 import struct
 import threading
 from datetime import timedelta
@@ -12,6 +13,7 @@ from hashlib import blake2b
 from unittest import mock
 from zlib import crc32
 
+import numpy as np
 import pytest
 from django.core.management import call_command
 from django.db import connection
@@ -20,7 +22,7 @@ from django.utils import timezone
 from generation.models import Dialogue, Side, Turn
 from generation.signals import dialogue_completed
 from review import duplicates
-from review.duplicates import queue, signatures, statements
+from review.duplicates import crc, queue, signatures, statements
 from review.models import DialogueSignature, PendingDuplicateCheck, RunNgram, SignatureBand
 from review.tasks import check_near_duplicates
 from tests.factories import RunFactory
@@ -93,7 +95,8 @@ def test_stored_hashes_are_those_of_the_joined_ngrams_and_the_packed_bands():
     said = ["grüße", "aus", "köln", "東京", "タワー", "naïve", "café"]
     ngrams = [(1, crc32(word.encode())) for word in {*said, "ok"}]
     ngrams += [(2, crc32(f"{a} {b}".encode())) for a, b in zip(said, said[1:], strict=False)]
-    assert signatures.TextFigures.ngrams_from_bytes(figures.ngram_bytes()) == sorted(ngrams)
+    stored = signatures.TextFigures.ngrams_from_bytes(figures.ngram_bytes())
+    assert list(map(tuple, stored.tolist())) == sorted(ngrams)
     assert (figures.assistant_words, figures.assistant_bigrams) == (8, 6)
     bands, rows = signatures.band_shape(0.8)
     packed = [
@@ -104,6 +107,52 @@ def test_stored_hashes_are_those_of_the_joined_ngrams_and_the_packed_bands():
         int.from_bytes(blake2b(data, digest_size=8).digest(), "little", signed=True)
         for data in packed
     ]
+
+
+def _ngrams(turns) -> list[tuple[int, int]]:
+    """A dialogue's assistant n-grams as stored, written out the long way."""
+    found = set()
+    for side, text in turns:
+        said = signatures.words(text) if side == Side.ASSISTANT else []
+        found |= {(1, crc32(word.encode())) for word in said}
+        found |= {(2, crc32(f"{a} {b}".encode())) for a, b in zip(said, said[1:], strict=False)}
+    return sorted(found)
+
+
+def test_a_batch_hashes_each_dialogue_as_it_would_alone():
+    """The n-grams of a batch are hashed together: none crosses from one dialogue or turn
+    into the next, and a word of any length or script is hashed like its bigrams."""
+    long_word = "x" * 5000
+    dialogues = [
+        [(Side.USER, "hello there"), (Side.ASSISTANT, "one two three"), (Side.ASSISTANT, "four")],
+        [],
+        [(Side.USER, "only the user speaks")],
+        [(Side.ASSISTANT, "... !!")],
+        [(Side.ASSISTANT, f"naïve {long_word} café 東京"), (Side.ASSISTANT, "two three one")],
+        [(Side.ASSISTANT, "one two three four one two")],
+    ]
+    batch = signatures.fingerprints(dialogues)
+    for turns, (values, figures) in zip(dialogues, batch, strict=True):
+        alone_values, alone_figures = signatures.fingerprint(turns)
+        assert values == alone_values
+        assert alone_figures.ngram_bytes() == figures.ngram_bytes()
+        stored = signatures.TextFigures.ngrams_from_bytes(figures.ngram_bytes())
+        assert list(map(tuple, stored.tolist())) == _ngrams(turns)
+    assert [(f.assistant_words, f.assistant_bigrams) for _, f in batch] == [
+        (4, 2), (0, 0), (0, 0), (0, 0), (7, 5), (6, 5),
+    ]  # fmt: skip
+
+
+def test_joined_crcs_are_those_of_the_joined_bytes():
+    rng = random.Random(7)
+    firsts = [rng.randbytes(rng.randrange(0, 40)) for _ in range(300)]
+    seconds = [rng.randbytes(rng.choice([0, 1, 2, 7, 64, 1000, 70_000])) for _ in range(300)]
+    joined = crc.joined(
+        np.array([crc32(first) for first in firsts], dtype=np.uint32),
+        np.array([crc32(second) for second in seconds], dtype=np.uint32),
+        np.array([len(second) for second in seconds]),
+    )
+    assert joined.tolist() == [crc32(a + b) for a, b in zip(firsts, seconds, strict=True)]
 
 
 def _corpus_run(samples) -> list[Dialogue]:
