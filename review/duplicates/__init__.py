@@ -1,6 +1,7 @@
 """Near-duplicate dialogues: MinHash signatures and LSH bands stored in the database.
 
 - `signatures`: a dialogue's text as a MinHash signature, band keys and n-gram hashes;
+- `crc`: the CRC-32 of two joined strings from each one's, for the n-gram hashes;
 - `index`: checking a batch of completed dialogues against the whole project, indexing old
   data;
 - `queue`: the pending checks, taken in batches by one task at a time.
