@@ -7,6 +7,10 @@ pending row while the flag is up. The task lowers the flag before it reads the p
 so a dialogue queued after the read raises it again and sends another task: no pending row
 is left without a task coming for it. Without a broker every completion's task runs at once.
 
+The flag holds the time before which its task does not start (Celery holds a task with a
+countdown until then). A process that has seen it needs no word with Redis for the
+completions it queues until shortly before that time: the task will read their rows.
+
 A check can still be lost before its pending row is written (the worker that completed the
 dialogue stopped after the commit, or the row's INSERT failed): the check task sweeps for
 complete dialogues with neither a signature nor a pending row, in each worker process the
@@ -41,8 +45,13 @@ FLAG_KEY = "synthreview:near-duplicate-check-queued"
 # dialogues), at most: a lost check is rare, and its dialogue waits this long.
 SWEEP_SECONDS = 600
 
+# Clocks of the machines that run workers may disagree by this much.
+CLOCK_SKEW_SECONDS = 0.25
+
 # When this process last swept (time.monotonic()); None: not yet.
 _swept_at: float | None = None
+# The check task this process knows of starts no earlier than this (time.time()); 0: none.
+_task_due = 0.0
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +59,27 @@ log = logging.getLogger(__name__)
 def check_queue(*, dialogue_id: int) -> bool:
     """Queue the dialogue for its check; True when the caller must send the check task (no
     task is on its way yet)."""
+    global _task_due
     statements.pending_add(dialogue_id)
     if tasks_run_inline():
         return True
-    return bool(_redis().set(FLAG_KEY, b"1", nx=True, ex=FLAG_SECONDS))
+    now = time.time()
+    if now < _task_due - CLOCK_SKEW_SECONDS:
+        return False
+    due = now + CHECK_DELAY_SECONDS
+    pipeline = _redis().pipeline(transaction=False)
+    pipeline.set(FLAG_KEY, repr(due), nx=True, ex=FLAG_SECONDS)
+    pipeline.get(FLAG_KEY)
+    claimed, flag = pipeline.execute()
+    _task_due = due if claimed else _due(flag)
+    return bool(claimed)
+
+
+def _due(flag: bytes | None) -> float:
+    try:
+        return float(flag or 0)
+    except ValueError:
+        return 0.0
 
 
 def check_requeue(*, dialogue_id: int) -> None:
@@ -66,6 +92,8 @@ def check_requeue(*, dialogue_id: int) -> None:
 
 def check_queue_reset() -> None:
     """Lower the flag: a task is starting, or the one claimed could not be sent."""
+    global _task_due
+    _task_due = 0.0
     if not tasks_run_inline():
         _redis().delete(FLAG_KEY)
 

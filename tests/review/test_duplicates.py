@@ -8,6 +8,7 @@ import io
 import random
 import struct
 import threading
+import time
 from datetime import timedelta
 from hashlib import blake2b
 from unittest import mock
@@ -439,6 +440,27 @@ def test_a_burst_of_completions_sends_one_task_until_it_starts():
     marks = dict(DialogueSignature.objects.values_list("dialogue_id", "twin_id"))
     assert marks == {dialogues[0].pk: None, dialogues[1].pk: dialogues[0].pk,
                      dialogues[2].pk: dialogues[0].pk}  # fmt: skip
+
+
+@pytest.mark.redis
+def test_a_process_that_knows_when_the_task_starts_queues_without_asking_redis():
+    """The flag holds when its task starts: until shortly before then, a completion only
+    writes its pending row; after it, Redis is asked again (the task may have read)."""
+    run = RunFactory()
+    dialogues = [_dialogue(run, i, [f"words of dialogue {i}"]) for i in range(4)]
+    with mock.patch.object(queue, "tasks_run_inline", return_value=False):
+        queue.check_queue_reset()
+        queue._redis().set(queue.FLAG_KEY, repr(time.time() + 10))  # another process's task
+        assert not queue.check_queue(dialogue_id=dialogues[0].pk)
+        with mock.patch.object(queue, "_redis", side_effect=AssertionError("Redis asked")):
+            assert not queue.check_queue(dialogue_id=dialogues[1].pk)
+        queue._task_due = time.time() + queue.CLOCK_SKEW_SECONDS / 2
+        queue._redis().delete(queue.FLAG_KEY)  # that task started: the next completion sends
+        assert queue.check_queue(dialogue_id=dialogues[2].pk)
+        with mock.patch.object(queue, "_redis", side_effect=AssertionError("Redis asked")):
+            assert not queue.check_queue(dialogue_id=dialogues[3].pk)
+        queue.check_queue_reset()
+    assert PendingDuplicateCheck.objects.count() == 4
 
 
 @pytest.mark.postgres
