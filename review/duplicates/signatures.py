@@ -86,6 +86,7 @@ def fingerprints(
 
 
 def fingerprint(turns: Sequence[tuple[str, str]]) -> tuple[array | None, TextFigures]:
+    """`fingerprints` of one dialogue."""
     return fingerprints([turns])[0]
 
 
