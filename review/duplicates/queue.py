@@ -65,7 +65,7 @@ def check_queue(*, dialogue_id: int) -> bool:
         return True
     now = time.time()
     if now < _task_due - CLOCK_SKEW_SECONDS:
-        return False
+        return False  # the task on its way starts after this row's commit: it reads it
     due = now + CHECK_DELAY_SECONDS
     pipeline = _redis().pipeline(transaction=False)
     pipeline.set(FLAG_KEY, repr(due), nx=True, ex=FLAG_SECONDS)
@@ -76,6 +76,8 @@ def check_queue(*, dialogue_id: int) -> bool:
 
 
 def _due(flag: bytes | None) -> float:
+    """The start time a flag holds; 0 (ask again next time) for none or one that holds no
+    time (set by an earlier version)."""
     try:
         return float(flag or 0)
     except ValueError:
