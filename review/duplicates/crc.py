@@ -14,8 +14,6 @@ from zlib import crc32
 import numpy as np
 
 _BITS = 32
-# _tables[k]: advance by 2**k bytes, as four 256-entry tables, one per byte of the value.
-_tables: list[np.ndarray] = []
 
 
 def joined(first: np.ndarray, second: np.ndarray, second_lengths: np.ndarray) -> np.ndarray:
@@ -32,7 +30,7 @@ def advance(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     for power in range(top):
         chosen = np.flatnonzero(lengths & (1 << power))
         if chosen.size:
-            values[chosen] = _apply(_table(power), values[chosen])
+            values[chosen] = _apply(_TABLES[power], values[chosen])
     return values
 
 
@@ -45,18 +43,17 @@ def _apply(table: np.ndarray, values: np.ndarray) -> np.ndarray:
     )
 
 
-def _table(power: int) -> np.ndarray:
-    while len(_tables) <= power:
-        if _tables:
-            # Advancing by 2**(k+1) bytes is advancing by 2**k twice: square the last map.
-            columns = _apply(_tables[-1], _apply(_tables[-1], _unit_columns()))
-        else:
-            columns = np.array(
-                [crc32(b"\0", 1 << bit) ^ crc32(b"\0", 0) for bit in range(_BITS)],
-                dtype=np.uint32,
-            )
-        _tables.append(_byte_tables(columns))
-    return _tables[power]
+def _tables_by_power(count: int) -> list[np.ndarray]:
+    """Advancing by 2**k bytes for k < count, as four 256-entry tables each (one per byte of
+    the value)."""
+    columns = np.array(
+        [crc32(b"\0", 1 << bit) ^ crc32(b"\0", 0) for bit in range(_BITS)], dtype=np.uint32
+    )
+    tables = [_byte_tables(columns)]
+    while len(tables) < count:
+        # Advancing by 2**(k+1) bytes is advancing by 2**k twice: square the last map.
+        tables.append(_byte_tables(_apply(tables[-1], _apply(tables[-1], _unit_columns()))))
+    return tables
 
 
 def _unit_columns() -> np.ndarray:
@@ -65,12 +62,12 @@ def _unit_columns() -> np.ndarray:
 
 def _byte_tables(columns: np.ndarray) -> np.ndarray:
     """(4, 256) tables of a linear map given by its 32 columns (the images of each bit):
-    entry [i, b] is the image of byte value b at byte position i."""
-    bits = (np.arange(256)[:, None] >> np.arange(8)) & 1
-    tables = np.zeros((4, 256), dtype=np.uint32)
-    for position in range(4):
-        for bit in range(8):
-            tables[position] ^= np.where(bits[:, bit], columns[8 * position + bit], 0).astype(
-                np.uint32
-            )
-    return tables
+    entry [i, b] is the image of byte value b at byte position i, the xor of the columns of
+    b's set bits."""
+    bits = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(bool)
+    images = np.where(bits[None, :, :], columns.reshape(4, 1, 8), np.uint32(0))
+    return np.bitwise_xor.reduce(images, axis=2)
+
+
+# Any length below 2**32 bytes; built once at import (a few milliseconds).
+_TABLES = _tables_by_power(_BITS)
