@@ -9,6 +9,7 @@ a batch of dialogues without writing any pair out.
 
 from __future__ import annotations
 
+from functools import cache
 from zlib import crc32
 
 import numpy as np
@@ -30,7 +31,7 @@ def advance(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     for power in range(top):
         chosen = np.flatnonzero(lengths & (1 << power))
         if chosen.size:
-            values[chosen] = _apply(_TABLES[power], values[chosen])
+            values[chosen] = _apply(_tables()[power], values[chosen])
     return values
 
 
@@ -43,14 +44,15 @@ def _apply(table: np.ndarray, values: np.ndarray) -> np.ndarray:
     )
 
 
-def _tables_by_power(count: int) -> list[np.ndarray]:
-    """Advancing by 2**k bytes for k < count, as four 256-entry tables each (one per byte of
-    the value)."""
+@cache
+def _tables() -> list[np.ndarray]:
+    """Advancing by 2**k bytes for every k < 32 (any length of a word), as four 256-entry
+    tables each (one per byte of the value); built on first use, not at every import."""
     columns = np.array(
         [crc32(b"\0", 1 << bit) ^ crc32(b"\0", 0) for bit in range(_BITS)], dtype=np.uint32
     )
     tables = [_byte_tables(columns)]
-    while len(tables) < count:
+    while len(tables) < _BITS:
         # Advancing by 2**(k+1) bytes is advancing by 2**k twice: square the last map.
         tables.append(_byte_tables(_apply(tables[-1], _apply(tables[-1], _unit_columns()))))
     return tables
@@ -67,7 +69,3 @@ def _byte_tables(columns: np.ndarray) -> np.ndarray:
     bits = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(bool)
     images = np.where(bits[None, :, :], columns.reshape(4, 1, 8), np.uint32(0))
     return np.bitwise_xor.reduce(images, axis=2)
-
-
-# Any length below 2**32 bytes; built once at import (a few milliseconds).
-_TABLES = _tables_by_power(_BITS)

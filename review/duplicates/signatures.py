@@ -85,11 +85,6 @@ def fingerprints(
     ]
 
 
-def fingerprint(turns: Sequence[tuple[str, str]]) -> tuple[array | None, TextFigures]:
-    """`fingerprints` of one dialogue."""
-    return fingerprints([turns])[0]
-
-
 def to_bytes(values: array) -> bytes:
     values = array("I", values)
     if sys.byteorder == "big":

@@ -92,7 +92,7 @@ def test_stored_hashes_are_those_of_the_joined_ngrams_and_the_packed_bands():
         (Side.ASSISTANT, "Grüße aus Köln: 東京 タワー, naïve café"),
         (Side.ASSISTANT, "ok"),
     ]
-    values, figures = signatures.fingerprint(turns)
+    [(values, figures)] = signatures.fingerprints([turns])
     said = ["grüße", "aus", "köln", "東京", "タワー", "naïve", "café"]
     ngrams = [(1, crc32(word.encode())) for word in {*said, "ok"}]
     ngrams += [(2, crc32(f"{a} {b}".encode())) for a, b in zip(said, said[1:], strict=False)]
@@ -134,7 +134,7 @@ def test_a_batch_hashes_each_dialogue_as_it_would_alone():
     ]
     batch = signatures.fingerprints(dialogues)
     for turns, (values, figures) in zip(dialogues, batch, strict=True):
-        alone_values, alone_figures = signatures.fingerprint(turns)
+        [(alone_values, alone_figures)] = signatures.fingerprints([turns])
         assert values == alone_values
         assert alone_figures.ngram_bytes() == figures.ngram_bytes()
         stored = signatures.TextFigures.ngrams_from_bytes(figures.ngram_bytes())
